@@ -1,0 +1,121 @@
+/// How the supervisor learns that a worker's FUSE filesystem is initialised.
+///
+/// Every mode also requires a new FUSE mount at the mountpoint in `/proc/self/mountinfo`;
+/// a worker's word alone never confirms a mount.
+public enum ReadinessMode: String, Sendable, Equatable, CaseIterable {
+  /// `READY=1` (or a bare newline) on the socketpair handed over as `MOUNTSUP_NOTIFY_FD`.
+  case `protocol`
+  /// `READY=1` through a per-worker `NOTIFY_SOCKET` (sd_notify), as rclone sends it.
+  case notify
+  /// The worker says nothing; a statfs (and optionally `probe_path`) that reaches the daemon decides.
+  case probe
+}
+
+/// When a worker that has exited is started again.
+public enum RestartPolicy: String, Sendable, Equatable, CaseIterable {
+  case always
+  case onFailure = "on-failure"
+  case never
+}
+
+/// One mount as resolved from the configuration: every default filled in, every path absolute,
+/// `{mountpoint}` and `{name}` substituted in `command`.
+public struct MountSpec: Sendable, Equatable {
+  /// The table key under `[mounts]`; names the mount in logs, status and `mountctl`.
+  public var name: String
+  /// Absolute, normalised (no trailing slash, no `.`/`..` components).
+  public var mountpoint: String
+  /// The worker's argv; `command[0]` is resolved through `PATH` at spawn time.
+  public var command: [String]
+  public var readiness: ReadinessMode
+  /// With `readiness = "probe"`: a path inside the mount (relative to it) that must stat and list.
+  public var probePath: String?
+  public var restart: RestartPolicy
+  /// A required mount that cannot start fails the whole service; an optional one only itself.
+  public var required: Bool
+  public var startTimeout: Duration
+  public var stopTimeout: Duration
+  public var restartDelay: Duration
+  public var restartDelayMax: Duration
+  public var startLimitBurst: Int
+  public var startLimitInterval: Duration
+  public var user: String?
+  public var group: String?
+  public var environment: [String: String]
+  /// The file that defined this mount, for messages.
+  public var sourceFile: String
+
+  public init(
+    name: String, mountpoint: String, command: [String],
+    readiness: ReadinessMode = .protocol, probePath: String? = nil,
+    restart: RestartPolicy = .onFailure, required: Bool = true,
+    startTimeout: Duration = .seconds(10), stopTimeout: Duration = .seconds(10),
+    restartDelay: Duration = .milliseconds(100), restartDelayMax: Duration = .seconds(30),
+    startLimitBurst: Int = 5, startLimitInterval: Duration = .seconds(60),
+    user: String? = nil, group: String? = nil, environment: [String: String] = [:],
+    sourceFile: String = ""
+  ) {
+    self.name = name
+    self.mountpoint = mountpoint
+    self.command = command
+    self.readiness = readiness
+    self.probePath = probePath
+    self.restart = restart
+    self.required = required
+    self.startTimeout = startTimeout
+    self.stopTimeout = stopTimeout
+    self.restartDelay = restartDelay
+    self.restartDelayMax = restartDelayMax
+    self.startLimitBurst = startLimitBurst
+    self.startLimitInterval = startLimitInterval
+    self.user = user
+    self.group = group
+    self.environment = environment
+    self.sourceFile = sourceFile
+  }
+
+  /// True when a running worker must be restarted for this spec to take effect
+  /// (everything but `sourceFile` and the restart-policy knobs that only matter after an exit).
+  public func requiresRestart(comparedTo other: MountSpec) -> Bool {
+    mountpoint != other.mountpoint || command != other.command || readiness != other.readiness
+      || probePath != other.probePath || user != other.user || group != other.group
+      || environment != other.environment
+  }
+}
+
+/// The `[supervisor]` table.
+public struct SupervisorSettings: Sendable, Equatable {
+  public static let defaultControlSocket = "/run/mountsup/control.sock"
+
+  public var controlSocket: String
+  /// Members may do everything through the control socket.
+  public var adminGroup: String?
+  /// Members may read status, logs and wait for readiness.
+  public var statusGroup: String?
+
+  public init(
+    controlSocket: String = SupervisorSettings.defaultControlSocket,
+    adminGroup: String? = nil, statusGroup: String? = nil
+  ) {
+    self.controlSocket = controlSocket
+    self.adminGroup = adminGroup
+    self.statusGroup = statusGroup
+  }
+}
+
+/// A whole, validated configuration: the main file and every included drop-in.
+public struct Configuration: Sendable, Equatable {
+  public static let defaultPath = "/etc/mountsup/mounts.toml"
+
+  public var supervisor: SupervisorSettings
+  /// Sorted by name.
+  public var mounts: [MountSpec]
+  /// The files that were read, main file first.
+  public var files: [String]
+
+  public init(supervisor: SupervisorSettings, mounts: [MountSpec], files: [String]) {
+    self.supervisor = supervisor
+    self.mounts = mounts
+    self.files = files
+  }
+}
