@@ -1,0 +1,62 @@
+#ifndef MOUNTSUP_CLINUXSUPPORT_H
+#define MOUNTSUP_CLINUXSUPPORT_H
+
+#include <signal.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+/// What a worker is started with. Every fd of the parent above 2 is closed in the child except
+/// `notify_fd`, which becomes fd 3.
+typedef struct {
+  const char *path;          ///< absolute path of the executable (resolved by the caller)
+  char *const *argv;         ///< NULL-terminated
+  char *const *envp;         ///< NULL-terminated
+  int notify_fd;             ///< becomes fd 3, or -1 for none
+  int output_fd;             ///< becomes stdout and stderr; stdin is /dev/null
+  int switch_ids;            ///< non-zero: setgroups/setgid/setuid to the fields below
+  uid_t uid;
+  gid_t gid;
+  const gid_t *groups;
+  size_t group_count;
+  int death_signal;          ///< sent to the child when the spawning thread exits
+} mountsup_spawn_request;
+
+/// Starts a process in its own session. Returns 0 with `*pid` and `*pidfd` set, or an errno
+/// value with `*failed_step` naming the step that failed (in the child or the parent).
+int mountsup_spawn(const mountsup_spawn_request *request, pid_t *pid, int *pidfd,
+                   const char **failed_step);
+
+/// Reaps the process behind `pidfd` if it has exited. Returns 1 and fills the outputs when it
+/// has, 0 when it still runs, -1 with errno on error.
+int mountsup_reap(int pidfd, int *exit_code, int *exit_signal);
+
+/// Sends `signal` to the process behind `pidfd`; -1 with errno on error.
+int mountsup_pidfd_signal(int pidfd, int signal);
+
+/// Blocks the given signals in the calling thread (inherited by threads it creates) and returns
+/// a signalfd that reads them, or -1 with errno.
+int mountsup_signalfd(const int *signals, size_t count);
+
+/// Reads one pending signal number from a signalfd, or -1.
+int mountsup_read_signal(int signalfd);
+
+/// Sets O_NONBLOCK; -1 with errno on error.
+int mountsup_set_nonblocking(int fd);
+
+/// Clears FD_CLOEXEC, for an fd that must survive exec; -1 with errno on error.
+int mountsup_clear_cloexec(int fd);
+
+/// Enables SO_PASSCRED on a datagram socket so senders' credentials arrive with each message.
+int mountsup_enable_passcred(int fd);
+
+/// Receives one datagram with its sender's credentials (SCM_CREDENTIALS). Returns the length,
+/// or -1 with errno; `*sender_pid` is 0 when no credentials came along.
+ssize_t mountsup_recv_with_pid(int fd, void *buffer, size_t length, pid_t *sender_pid);
+
+/// The peer's credentials of a connected unix socket (SO_PEERCRED); -1 with errno on error.
+int mountsup_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
+
+/// The session id of a process, or -1.
+pid_t mountsup_session_of(pid_t pid);
+
+#endif

@@ -1,0 +1,54 @@
+/// How a worker process ended, as `waitid` reports it.
+public enum ExitStatus: Equatable, Hashable, Sendable, CustomStringConvertible {
+  case exited(Int32)
+  case signaled(Int32)
+
+  public var isSuccess: Bool { self == .exited(0) }
+
+  public var description: String {
+    switch self {
+    case .exited(let code): "exited with status \(code)"
+    case .signaled(let signal): "killed by signal \(signal) (\(signalName(signal)))"
+    }
+  }
+}
+
+func signalName(_ signal: Int32) -> String {
+  switch signal {
+  case 1: "SIGHUP"
+  case 2: "SIGINT"
+  case 6: "SIGABRT"
+  case 9: "SIGKILL"
+  case 11: "SIGSEGV"
+  case 13: "SIGPIPE"
+  case 15: "SIGTERM"
+  default: "signal \(signal)"
+  }
+}
+
+/// Why a start attempt or a running worker failed, kept so that status, logs and the service
+/// manager can show the worker's own words rather than only an exit code.
+public struct Failure: Equatable, Hashable, Sendable, CustomStringConvertible {
+  /// What the supervisor observed, e.g. "exited with status 1 before its mount was ready".
+  public var summary: String
+  /// The worker's own explanation: its `ERROR=` message, or else the last line of its output.
+  public var workerError: String?
+  /// The worker's `ERRNO=`, passed on to the service manager.
+  public var errno: Int32?
+  /// The last lines of the worker's stdout/stderr at the time of the failure.
+  public var outputTail: [String]
+
+  public init(
+    summary: String, workerError: String? = nil, errno: Int32? = nil, outputTail: [String] = []
+  ) {
+    self.summary = summary
+    self.workerError = workerError
+    self.errno = errno
+    self.outputTail = outputTail
+  }
+
+  public var description: String {
+    guard let workerError, !workerError.isEmpty else { return summary }
+    return "\(summary): \(workerError)"
+  }
+}

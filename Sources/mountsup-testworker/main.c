@@ -1,0 +1,277 @@
+// mountsup-testworker: a tiny real FUSE worker that speaks the MountSupervisor protocol and
+// misbehaves on demand, so the supervisor's tests exercise real mounts and real failures.
+//
+// It serves a read-only root with one file, `hello`, whose text names the worker. Options:
+//   --mount-delay MS     wait before mounting
+//   --fail TEXT          print TEXT on stderr, send ERROR=TEXT and ERRNO=2, exit 1 before mounting
+//   --fail-quietly TEXT  print TEXT on stderr and exit 1 before mounting, sending nothing
+//   --crash-after MS     die of SIGALRM this long after READY
+//   --hang-before-init   mount, then never answer a request (not even FUSE init)
+//   --no-ready           serve, but never send READY
+//   --garbage            send malformed datagrams on the notify fd before READY
+//   --s6                 announce readiness with a bare newline (s6 convention)
+//   --status TEXT        send STATUS=TEXT with READY
+//   --linger             after the session ends, ignore SIGTERM and stay alive
+#define _GNU_SOURCE
+#define FUSE_USE_VERSION 314
+#include <fuse3/fuse_lowlevel.h>
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+static struct {
+  long mount_delay_ms;
+  const char *fail_text;
+  int fail_quietly;
+  long crash_after_ms;
+  int hang_before_init;
+  int no_ready;
+  int garbage;
+  int s6;
+  const char *status;
+  int linger;
+} options;
+
+static int notify_fd = -1;
+static char hello_text[512];
+
+static void notify(const char *message, size_t length) {
+  if (notify_fd < 0) return;
+  if (send(notify_fd, message, length, MSG_NOSIGNAL) < 0) perror("testworker: notify");
+}
+
+static void notify_text(const char *message) { notify(message, strlen(message)); }
+
+static void sleep_ms(long ms) {
+  struct timespec delay = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
+  while (nanosleep(&delay, &delay) != 0 && errno == EINTR) {
+  }
+}
+
+static void worker_init(void *userdata, struct fuse_conn_info *conn) {
+  (void)userdata;
+  (void)conn;
+  if (options.garbage) {
+    const unsigned char binary[] = {0xff, 0x00, 0xfe, '=', 0x01, '\n'};
+    notify((const char *)binary, sizeof binary);
+    notify_text("this line has no equals sign\n=\nREADY=0\nUNKNOWN_KEY=1");
+    static char big[60000];
+    memset(big, 'x', sizeof big);
+    memcpy(big, "STATUS=", 7);
+    notify(big, sizeof big);
+  }
+  if (!options.no_ready) {
+    if (options.s6) {
+      notify("\n", 1);
+    } else {
+      char message[600];
+      snprintf(message, sizeof message, "READY=1%s%s", options.status ? "\nSTATUS=" : "",
+               options.status ? options.status : "");
+      notify_text(message);
+    }
+  }
+  printf("testworker: FUSE init done\n");
+  fflush(stdout);
+  if (options.crash_after_ms > 0) {
+    struct itimerval timer = {.it_value = {.tv_sec = options.crash_after_ms / 1000,
+                                           .tv_usec = (options.crash_after_ms % 1000) * 1000}};
+    setitimer(ITIMER_REAL, &timer, NULL);
+  }
+}
+
+static void worker_destroy(void *userdata) {
+  (void)userdata;
+  notify_text("STOPPING=1");
+}
+
+static int fill_stat(fuse_ino_t ino, struct stat *st) {
+  memset(st, 0, sizeof *st);
+  st->st_ino = ino;
+  if (ino == FUSE_ROOT_ID) {
+    st->st_mode = S_IFDIR | 0755;
+    st->st_nlink = 2;
+    return 0;
+  }
+  if (ino == 2) {
+    st->st_mode = S_IFREG | 0444;
+    st->st_nlink = 1;
+    st->st_size = (off_t)strlen(hello_text);
+    return 0;
+  }
+  return -1;
+}
+
+static void worker_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  struct fuse_entry_param entry;
+  memset(&entry, 0, sizeof entry);
+  if (parent != FUSE_ROOT_ID || strcmp(name, "hello") != 0) {
+    fuse_reply_err(req, ENOENT);
+    return;
+  }
+  entry.ino = 2;
+  fill_stat(2, &entry.attr);
+  fuse_reply_entry(req, &entry);
+}
+
+static void worker_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  (void)fi;
+  struct stat st;
+  if (fill_stat(ino, &st) != 0) {
+    fuse_reply_err(req, ENOENT);
+    return;
+  }
+  fuse_reply_attr(req, &st, 0.0);
+}
+
+static void worker_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                           struct fuse_file_info *fi) {
+  (void)fi;
+  if (ino != FUSE_ROOT_ID) {
+    fuse_reply_err(req, ENOTDIR);
+    return;
+  }
+  char buffer[1024];
+  size_t used = 0;
+  const char *names[] = {".", "..", "hello"};
+  const fuse_ino_t inodes[] = {FUSE_ROOT_ID, FUSE_ROOT_ID, 2};
+  for (off_t i = off; i < 3; i++) {
+    struct stat st;
+    fill_stat(inodes[i], &st);
+    size_t need = fuse_add_direntry(req, buffer + used, sizeof buffer - used, names[i], &st, i + 1);
+    if (need > sizeof buffer - used || used + need > size) break;
+    used += need;
+  }
+  fuse_reply_buf(req, buffer, used);
+}
+
+static void worker_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  if (ino != 2) {
+    fuse_reply_err(req, EISDIR);
+  } else if ((fi->flags & O_ACCMODE) != O_RDONLY) {
+    fuse_reply_err(req, EACCES);
+  } else {
+    fuse_reply_open(req, fi);
+  }
+}
+
+static void worker_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                        struct fuse_file_info *fi) {
+  (void)ino;
+  (void)fi;
+  size_t length = strlen(hello_text);
+  if ((size_t)off >= length) {
+    fuse_reply_buf(req, NULL, 0);
+    return;
+  }
+  size_t count = length - (size_t)off < size ? length - (size_t)off : size;
+  fuse_reply_buf(req, hello_text + off, count);
+}
+
+static const struct fuse_lowlevel_ops operations = {
+    .init = worker_init,
+    .destroy = worker_destroy,
+    .lookup = worker_lookup,
+    .getattr = worker_getattr,
+    .readdir = worker_readdir,
+    .open = worker_open,
+    .read = worker_read,
+};
+
+static void usage(void) {
+  fprintf(stderr, "usage: mountsup-testworker [--mount-delay MS] [--fail TEXT] "
+                  "[--fail-quietly TEXT] [--crash-after MS] [--hang-before-init] [--no-ready] "
+                  "[--garbage] [--s6] [--status TEXT] [--linger] MOUNTPOINT\n");
+  exit(2);
+}
+
+int main(int argc, char **argv) {
+  const char *mountpoint = NULL;
+  for (int i = 1; i < argc; i++) {
+    const char *arg = argv[i];
+    const char *value = i + 1 < argc ? argv[i + 1] : NULL;
+    if (strcmp(arg, "--mount-delay") == 0 && value) {
+      options.mount_delay_ms = atol(value), i++;
+    } else if (strcmp(arg, "--fail") == 0 && value) {
+      options.fail_text = value, i++;
+    } else if (strcmp(arg, "--fail-quietly") == 0 && value) {
+      options.fail_text = value, options.fail_quietly = 1, i++;
+    } else if (strcmp(arg, "--crash-after") == 0 && value) {
+      options.crash_after_ms = atol(value), i++;
+    } else if (strcmp(arg, "--status") == 0 && value) {
+      options.status = value, i++;
+    } else if (strcmp(arg, "--hang-before-init") == 0) {
+      options.hang_before_init = 1;
+    } else if (strcmp(arg, "--no-ready") == 0) {
+      options.no_ready = 1;
+    } else if (strcmp(arg, "--garbage") == 0) {
+      options.garbage = 1;
+    } else if (strcmp(arg, "--s6") == 0) {
+      options.s6 = 1;
+    } else if (strcmp(arg, "--linger") == 0) {
+      options.linger = 1;
+    } else if (arg[0] != '-' && !mountpoint) {
+      mountpoint = arg;
+    } else {
+      usage();
+    }
+  }
+  if (!mountpoint) usage();
+
+  const char *fd_text = getenv("MOUNTSUP_NOTIFY_FD");
+  if (fd_text) notify_fd = atoi(fd_text);
+  const char *name = getenv("MOUNTSUP_NAME");
+  snprintf(hello_text, sizeof hello_text, "hello from %s\n", name ? name : "testworker");
+  printf("testworker: pid %d starting for %s\n", (int)getpid(), mountpoint);
+  fflush(stdout);
+
+  if (options.mount_delay_ms > 0) sleep_ms(options.mount_delay_ms);
+  if (options.fail_text) {
+    fprintf(stderr, "testworker: %s\n", options.fail_text);
+    if (!options.fail_quietly) {
+      char message[600];
+      snprintf(message, sizeof message, "ERRNO=2\nERROR=%s", options.fail_text);
+      notify_text(message);
+    }
+    return 1;
+  }
+
+  char *fuse_argv[] = {argv[0], "-o", "fsname=mountsup-testworker,subtype=mountsup-testworker",
+                       NULL};
+  struct fuse_args args = FUSE_ARGS_INIT(3, fuse_argv);
+  struct fuse_session *session = fuse_session_new(&args, &operations, sizeof operations, NULL);
+  if (!session) {
+    notify_text("ERROR=cannot create the FUSE session");
+    return 1;
+  }
+  if (fuse_set_signal_handlers(session) != 0 || fuse_session_mount(session, mountpoint) != 0) {
+    char message[600];
+    snprintf(message, sizeof message, "ERROR=cannot mount %s", mountpoint);
+    notify_text(message);
+    fprintf(stderr, "testworker: cannot mount %s\n", mountpoint);
+    fuse_session_destroy(session);
+    return 1;
+  }
+  if (options.hang_before_init) {
+    for (;;) pause();
+  }
+  int result = fuse_session_loop(session);
+  fuse_session_unmount(session);
+  fuse_remove_signal_handlers(session);
+  fuse_session_destroy(session);
+  printf("testworker: session ended\n");
+  fflush(stdout);
+  if (options.linger) {
+    signal(SIGTERM, SIG_IGN);
+    for (;;) pause();
+  }
+  return result < 0 ? 1 : 0;
+}
