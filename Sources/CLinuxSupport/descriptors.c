@@ -71,3 +71,5 @@ int mountsup_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid) {
 }
 
 pid_t mountsup_session_of(pid_t pid) { return getsid(pid); }
+
+int mountsup_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC); }

@@ -206,7 +206,7 @@ public struct SupervisorCore: Sendable {
       }
     }
     forgetRemovedMounts()
-    effects += serviceEffects()
+    effects += serviceEffects(now: now)
     return effects
   }
 
@@ -216,7 +216,7 @@ public struct SupervisorCore: Sendable {
     return true
   }
 
-  private mutating func serviceEffects() -> [Effect] {
+  private mutating func serviceEffects(now: MonotonicInstant) -> [Effect] {
     var effects: [Effect] = []
     if !readyAnnounced, serviceFailure == nil, !shuttingDown {
       if let name = order.first(where: { machines[$0]!.spec.required && failureBlocking($0) != nil }) {
@@ -224,7 +224,7 @@ public struct SupervisorCore: Sendable {
         serviceFailure = (name, failure)
         shuttingDown = true
         effects.append(.announceFailure(mount: name, failure))
-        effects += settle(now: .init(nanoseconds: 0)).filter { if case .mount = $0 { true } else { false } }
+        effects += settle(now: now)
       } else if requiredMountsReady {
         readyAnnounced = true
         effects.append(.announceReady)

@@ -1,7 +1,8 @@
 // mountsup-testworker: a tiny real FUSE worker that speaks the MountSupervisor protocol and
 // misbehaves on demand, so the supervisor's tests exercise real mounts and real failures.
 //
-// It serves a read-only root with one file, `hello`, whose text names the worker. Options:
+// It serves a read-only root with a file, `hello`, whose text names the worker, and an empty
+// directory, `sub`, where a nested mount can go. Options:
 //   --mount-delay MS     wait before mounting
 //   --fail TEXT          print TEXT on stderr, send ERROR=TEXT and ERRNO=2, exit 1 before mounting
 //   --fail-quietly TEXT  print TEXT on stderr and exit 1 before mounting, sending nothing
@@ -101,6 +102,11 @@ static int fill_stat(fuse_ino_t ino, struct stat *st) {
     st->st_nlink = 2;
     return 0;
   }
+  if (ino == 3) {
+    st->st_mode = S_IFDIR | 0755;
+    st->st_nlink = 2;
+    return 0;
+  }
   if (ino == 2) {
     st->st_mode = S_IFREG | 0444;
     st->st_nlink = 1;
@@ -113,12 +119,12 @@ static int fill_stat(fuse_ino_t ino, struct stat *st) {
 static void worker_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
   struct fuse_entry_param entry;
   memset(&entry, 0, sizeof entry);
-  if (parent != FUSE_ROOT_ID || strcmp(name, "hello") != 0) {
+  if (parent != FUSE_ROOT_ID || (strcmp(name, "hello") != 0 && strcmp(name, "sub") != 0)) {
     fuse_reply_err(req, ENOENT);
     return;
   }
-  entry.ino = 2;
-  fill_stat(2, &entry.attr);
+  entry.ino = strcmp(name, "hello") == 0 ? 2 : 3;
+  fill_stat(entry.ino, &entry.attr);
   fuse_reply_entry(req, &entry);
 }
 
@@ -135,15 +141,16 @@ static void worker_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info
 static void worker_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                            struct fuse_file_info *fi) {
   (void)fi;
-  if (ino != FUSE_ROOT_ID) {
+  if (ino != FUSE_ROOT_ID && ino != 3) {
     fuse_reply_err(req, ENOTDIR);
     return;
   }
   char buffer[1024];
   size_t used = 0;
-  const char *names[] = {".", "..", "hello"};
-  const fuse_ino_t inodes[] = {FUSE_ROOT_ID, FUSE_ROOT_ID, 2};
-  for (off_t i = off; i < 3; i++) {
+  const char *names[] = {".", "..", "hello", "sub"};
+  const fuse_ino_t inodes[] = {ino, FUSE_ROOT_ID, 2, 3};
+  off_t count = ino == FUSE_ROOT_ID ? 4 : 2;
+  for (off_t i = off; i < count; i++) {
     struct stat st;
     fill_stat(inodes[i], &st);
     size_t need = fuse_add_direntry(req, buffer + used, sizeof buffer - used, names[i], &st, i + 1);
@@ -154,7 +161,9 @@ static void worker_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 }
 
 static void worker_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
-  if (ino != 2) {
+  if (ino == 3) {
+    fuse_reply_err(req, EISDIR);
+  } else if (ino != 2) {
     fuse_reply_err(req, EISDIR);
   } else if ((fi->flags & O_ACCMODE) != O_RDONLY) {
     fuse_reply_err(req, EACCES);

@@ -4,6 +4,12 @@
 #include <signal.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <sys/epoll.h>
+#include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/statfs.h>
+#include <sys/timerfd.h>
+#include <sys/un.h>
 
 /// What a worker is started with. Every fd of the parent above 2 is closed in the child except
 /// `notify_fd`, which becomes fd 3.
@@ -55,6 +61,9 @@ ssize_t mountsup_recv_with_pid(int fd, void *buffer, size_t length, pid_t *sende
 
 /// The peer's credentials of a connected unix socket (SO_PEERCRED); -1 with errno on error.
 int mountsup_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
+
+/// pipe2 with O_CLOEXEC (glibc declares pipe2 only under _GNU_SOURCE); -1 with errno.
+int mountsup_pipe(int fds[2]);
 
 /// The session id of a process, or -1.
 pid_t mountsup_session_of(pid_t pid);
