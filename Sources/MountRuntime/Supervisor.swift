@@ -194,6 +194,13 @@ public final class Supervisor {
       loop.remove(worker.notifyFD)
       close(worker.notifyFD)
     }
+    if let sdNotify = worker.sdNotify {
+      for datagram in sdNotify.receive(fromSessionOf: worker.pid) {
+        deliver(.message(WorkerMessage(datagram: datagram)), to: name)
+      }
+      loop.remove(sdNotify.fd)
+      close(sdNotify.fd)
+    }
     loop.remove(worker.pidfd)
     close(worker.pidfd)
     // Helpers left in its process group (sshfs's ssh) go with it.
@@ -368,7 +375,15 @@ public final class Supervisor {
   private func spawn(_ name: String, attempt: Int) {
     guard let spec = core.machines[name]?.spec else { return }
     do {
-      let plan = try LaunchPlan(spec: spec, inherited: inheritedEnvironment, searchPath: searchPath)
+      let sdNotify = try spec.readiness == .notify ? WorkerNotifySocket(mount: name, attempt: attempt) : nil
+      let plan: LaunchPlan
+      do {
+        plan = try LaunchPlan(
+          spec: spec, inherited: inheritedEnvironment, searchPath: searchPath, notifySocket: sdNotify?.address)
+      } catch {
+        if let sdNotify { close(sdNotify.fd) }
+        throw error
+      }
       var pair: [Int32] = [-1, -1]
       guard socketpair(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
         throw Failure(summary: "socketpair: \(errorText(errno))")
@@ -386,6 +401,7 @@ public final class Supervisor {
         launched = try plan.launch(notify: pair[1], output: pipe[1])
       } catch {
         [pair[0], pair[1], pipe[0], pipe[1]].forEach { close($0) }
+        if let sdNotify { close(sdNotify.fd) }
         throw error
       }
       close(pair[1])
@@ -394,7 +410,16 @@ public final class Supervisor {
       let worker = WorkerProcess(
         pid: launched.pid, pidfd: launched.pidfd, notifyFD: pair[0], outputFD: pipe[0],
         mountpoint: spec.mountpoint, baseline: baseline, unmountsAsRoot: plan.credentials == nil || geteuid() == 0)
+      worker.sdNotify = sdNotify
       workers[name] = worker
+      if let sdNotify {
+        try loop.add(sdNotify.fd) { [unowned self] _ in
+          for datagram in sdNotify.receive(fromSessionOf: worker.pid) {
+            deliver(.message(WorkerMessage(datagram: datagram)), to: name)
+          }
+          flushEvents()
+        }
+      }
       try loop.add(worker.pidfd) { [unowned self] _ in workerExited(name, worker) }
       try loop.add(worker.notifyFD) { [unowned self] _ in
         notifyReadable(name, worker)

@@ -10,6 +10,8 @@ final class WorkerProcess {
   let pidfd: Int32
   /// Our end of the socketpair; -1 once the worker closed its end.
   var notifyFD: Int32
+  /// Mode `notify`: the worker's own NOTIFY_SOCKET.
+  var sdNotify: WorkerNotifySocket?
   /// Read end of the worker's stdout+stderr; -1 at EOF.
   var outputFD: Int32
   var pendingOutput: [UInt8] = []
@@ -63,7 +65,8 @@ struct LaunchPlan {
     "JOURNAL_STREAM", "MOUNTSUP_NOTIFY_FD", "MOUNTSUP_NAME", "MOUNTSUP_MOUNTPOINT",
   ]
 
-  init(spec: MountSpec, inherited: [String: String], searchPath: [String]) throws(Failure) {
+  /// - Parameter notifySocket: mode `notify`: the worker's own `NOTIFY_SOCKET` address.
+  init(spec: MountSpec, inherited: [String: String], searchPath: [String], notifySocket: String? = nil) throws(Failure) {
     guard let command = spec.command.first else { throw Failure(summary: "the command is empty") }
     executable = try Self.resolve(command, searchPath: searchPath)
     arguments = spec.command
@@ -92,6 +95,7 @@ struct LaunchPlan {
     variables["MOUNTSUP_NOTIFY_FD"] = "3"
     variables["MOUNTSUP_NAME"] = spec.name
     variables["MOUNTSUP_MOUNTPOINT"] = spec.mountpoint
+    if let notifySocket { variables["NOTIFY_SOCKET"] = notifySocket }
     for (key, value) in spec.environment { variables[key] = value }
     environment = variables.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
   }
