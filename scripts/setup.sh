@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what MountSupervisor needs on Debian 12 (run as root) and creates the demo directory
+# that the example configuration mirrors. Safe to run again.
+set -euo pipefail
+
+packages=(
+  libfuse3-dev fuse3 libsystemd-dev pkg-config  # build and run
+  systemd-container                              # the end-to-end test boots a real systemd
+  bindfs squashfuse squashfs-tools rclone sshfs openssh-server openssh-client  # third-party workers
+  fio git attr                                   # tests and benchmarks
+)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+if ((${#missing[@]})); then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+demo=/srv/mountsup-demo
+if [ ! -e "$demo" ]; then
+  mkdir -p "$demo"
+  printf 'Served through mountsup-mirror by mountsupd.\n' >"$demo/README"
+fi
