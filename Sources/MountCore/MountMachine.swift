@@ -347,8 +347,9 @@ public struct MountMachine: Sendable {
     case .ready(_, let since):
       let served = now - since
       if served >= Self.stableAfter { consecutiveFailures = 0 }
+      // Output printed while it served is no explanation of a crash; only its ERROR= is.
       let failure = Failure(
-        summary: "\(status) after \(served.milliseconds) ms ready", workerError: words,
+        summary: "\(status) after \(served.milliseconds) ms ready", workerError: workerError,
         errno: workerErrno, outputTail: outputTail)
       if status.isSuccess, spec.restart != .always {
         phase = .exited(status)

@@ -12,6 +12,7 @@
 //   --garbage            send malformed datagrams on the notify fd before READY
 //   --s6                 announce readiness with a bare newline (s6 convention)
 //   --status TEXT        send STATUS=TEXT with READY
+//   --sd-notify          announce readiness with sd_notify READY=1 on $NOTIFY_SOCKET instead
 //   --linger             after the session ends, ignore SIGTERM and stay alive
 #define _GNU_SOURCE
 #define FUSE_USE_VERSION 314
@@ -25,7 +26,9 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <stddef.h>
 #include <sys/time.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -39,6 +42,7 @@ static struct {
   int garbage;
   int s6;
   const char *status;
+  int sd_notify;
   int linger;
 } options;
 
@@ -51,6 +55,24 @@ static void notify(const char *message, size_t length) {
 }
 
 static void notify_text(const char *message) { notify(message, strlen(message)); }
+
+/// sd_notify without libsystemd: one datagram to $NOTIFY_SOCKET (a path or an @abstract name).
+static void sd_notify_ready(void) {
+  const char *address = getenv("NOTIFY_SOCKET");
+  if (!address || !address[0]) return;
+  struct sockaddr_un target = {.sun_family = AF_UNIX};
+  size_t length = strlen(address);
+  if (length >= sizeof target.sun_path) return;
+  memcpy(target.sun_path, address, length);
+  if (target.sun_path[0] == '@') target.sun_path[0] = 0;
+  int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  const char message[] = "READY=1\nSTATUS=serving via sd_notify";
+  if (sendto(fd, message, sizeof message - 1, 0, (struct sockaddr *)&target,
+             (socklen_t)(offsetof(struct sockaddr_un, sun_path) + length)) < 0)
+    perror("testworker: sd_notify");
+  close(fd);
+}
 
 static void sleep_ms(long ms) {
   struct timespec delay = {.tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L};
@@ -71,7 +93,9 @@ static void worker_init(void *userdata, struct fuse_conn_info *conn) {
     notify(big, sizeof big);
   }
   if (!options.no_ready) {
-    if (options.s6) {
+    if (options.sd_notify) {
+      sd_notify_ready();
+    } else if (options.s6) {
       notify("\n", 1);
     } else {
       char message[600];
@@ -198,7 +222,7 @@ static const struct fuse_lowlevel_ops operations = {
 static void usage(void) {
   fprintf(stderr, "usage: mountsup-testworker [--mount-delay MS] [--fail TEXT] "
                   "[--fail-quietly TEXT] [--crash-after MS] [--hang-before-init] [--no-ready] "
-                  "[--garbage] [--s6] [--status TEXT] [--linger] MOUNTPOINT\n");
+                  "[--garbage] [--s6] [--sd-notify] [--status TEXT] [--linger] MOUNTPOINT\n");
   exit(2);
 }
 
@@ -225,6 +249,8 @@ int main(int argc, char **argv) {
       options.garbage = 1;
     } else if (strcmp(arg, "--s6") == 0) {
       options.s6 = 1;
+    } else if (strcmp(arg, "--sd-notify") == 0) {
+      options.sd_notify = 1;
     } else if (strcmp(arg, "--linger") == 0) {
       options.linger = 1;
     } else if (arg[0] != '-' && !mountpoint) {

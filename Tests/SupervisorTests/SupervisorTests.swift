@@ -1,0 +1,313 @@
+import CLinuxSupport
+import Foundation
+import Glibc
+import Testing
+
+/// The daemon with real worker processes and real FUSE mounts, checked the way an operator
+/// would check: the mount table, files served, the service manager's messages, exit codes.
+@Suite struct SupervisorTests {
+  @Test func readyArrivesOnlyWhenEveryRequiredMountIsInTheMountTable() throws {
+    let sandbox = Sandbox()
+    defer { sandbox.cleanUp() }
+    let notify = NotifyReceiver(in: sandbox)
+    let config = sandbox.write(
+      "mounts.toml",
+      mountSection("fast", at: "\(sandbox.path)/fast")
+        + mountSection("slow", at: "\(sandbox.path)/slow", workerOptions: ["--mount-delay", "1000"])
+        + mountSection("s6", at: "\(sandbox.path)/s6", workerOptions: ["--s6", "--garbage"]))
+    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
+    defer { daemon.stop() }
+
+    let ready = try #require(notify.wait { $0.contains("READY=1") }, "no READY=1; log:\n\(daemon.log)")
+    for name in ["fast", "slow", "s6"] {
+      #expect(ready.fuseMountpoints.contains("\(sandbox.path)/\(name)"), "\(name) was not mounted at READY")
+    }
+    #expect(ready.text.contains("STATUS=3/3 mounts ready"))
+    #expect(readFile("\(sandbox.path)/slow/hello") == "hello from slow\n")
+
+    daemon.signal(SIGTERM)
+    #expect(daemon.exitCode() == 0)
+    notify.drain()
+    #expect(notify.count("READY=1") == 1)
+    #expect(notify.count("STOPPING=1") == 1)
+  }
+
+  @Test func extendsTheStartTimeoutWhileMountsAreStarting() throws {
+    let sandbox = Sandbox()
+    defer { sandbox.cleanUp() }
+    let notify = NotifyReceiver(in: sandbox)
+    let config = sandbox.write(
+      "mounts.toml", mountSection("slow", at: "\(sandbox.path)/slow", workerOptions: ["--mount-delay", "500"]))
+    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
+    defer { daemon.stop() }
+    #expect(notify.wait { $0.contains("READY=1") } != nil)
+    #expect(notify.messages.contains { $0.text.contains("EXTEND_TIMEOUT_USEC=") })
+    #expect(notify.messages.contains { $0.text.contains("slow: starting") })
+  }
+
+  @Test func aFailingRequiredWorkerFailsTheServiceWithItsOwnWords() throws {
+    let sandbox = Sandbox()
+    defer { sandbox.cleanUp() }
+    let notify = NotifyReceiver(in: sandbox)
+    let config = sandbox.write(
+      "mounts.toml",
+      mountSection("good", at: "\(sandbox.path)/good")
+        + mountSection(
+          "photos", at: "\(sandbox.path)/photos", workerOptions: ["--fail", "container photos does not exist"],
+          extra: ["start_limit_burst": "2", "restart_delay": "\"20ms\""]))
+    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
+    defer { daemon.stop() }
+
+    #expect(daemon.exitCode() == 1)
+    notify.drain()
+    #expect(notify.count("READY=1") == 0)
+    #expect(notify.messages.contains { $0.text.contains("ERRNO=2") })
+    #expect(notify.messages.contains { $0.text.contains("STATUS=failed: photos:") && $0.text.contains("container photos does not exist") })
+    #expect(daemon.log.contains("container photos does not exist"))
+    #expect(fuseMount(at: "\(sandbox.path)/good") == nil, "the good mount was left behind")
+  }
+
+  @Test func theWorkersStderrIsTheReasonWhenItSaysNothingElse() throws {
+    let sandbox = Sandbox()
+    defer { sandbox.cleanUp() }
+    let notify = NotifyReceiver(in: sandbox)
+    let config = sandbox.write(
+      "mounts.toml",
+      mountSection(
+        "quiet", at: "\(sandbox.path)/quiet", workerOptions: ["--fail-quietly", "permission denied by the server"],
+        extra: ["restart": "\"never\""]))
+    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
+    defer { daemon.stop() }
+    #expect(daemon.exitCode() == 1)
+    notify.drain()
+    #expect(notify.messages.contains { $0.text.contains("permission denied by the server") })
+    #expect(notify.count("READY=1") == 0)
+  }
+
+  @Test(arguments: [["--hang-before-init"], ["--no-ready"]])
+  func noConfirmationWithinTheStartTimeoutIsAFailure(options: [String]) throws {
+    let sandbox = Sandbox()
+    defer { sandbox.cleanUp() }
+    let notify = NotifyReceiver(in: sandbox)
+    let mountpoint = "\(sandbox.path)/stuck"
+    let config = sandbox.write(
+      "mounts.toml",
+      mountSection(
+        "stuck", at: mountpoint, workerOptions: options,
+        extra: ["start_timeout": "\"700ms\"", "restart": "\"never\""]))
+    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
+    defer { daemon.stop() }
+    #expect(daemon.exitCode() == 1)
+    notify.drain()
+    #expect(notify.count("READY=1") == 0)
+    #expect(notify.messages.contains { $0.text.contains("no confirmed FUSE init within 700ms") })
+    #expect(fuseMount(at: mountpoint) == nil, "the worker's mount was not cleaned")
+    #expect(daemon.workerPIDs(matching: mountpoint).isEmpty)
+  }
+
+  @Test func aKilledWorkerIsRestartedAndItsDeadMountCleaned() throws {
+    let sandbox = Sandbox()
+    defer { sandbox.cleanUp() }
+    let notify = NotifyReceiver(in: sandbox)
+    let mountpoint = "\(sandbox.path)/data"
+    let config = sandbox.write("mounts.toml", mountSection("data", at: mountpoint))
+    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
+    defer { daemon.stop() }
+    #expect(notify.wait { $0.contains("READY=1") } != nil)
+    let pid = try #require(daemon.workerPIDs(matching: mountpoint).first)
+
+    kill(pid, SIGKILL)
+    #expect(
+      eventually {
+        let workers = daemon.workerPIDs(matching: mountpoint)
+        guard workers.count == 1, workers != [pid], fuseMount(at: mountpoint) != nil else { return false }
+        return readFile("\(mountpoint)/hello") == "hello from data\n"
+      }, "the mount does not serve again; log:\n\(daemon.log)")
+    #expect(daemon.log.contains("killed by signal 9 (SIGKILL)"))
+    #expect(mountTable().filter { $0.mountpoint == mountpoint }.count == 1, "the dead mount is still stacked there")
+    notify.drain()
+    #expect(notify.count("READY=1") == 1)
+    #expect(notify.count("STOPPING=1") == 0)
+  }
+
+  @Test func anOptionalMountThatKeepsCrashingEndsFailedWithoutHoldingReady() throws {
+    let sandbox = Sandbox()
+    defer { sandbox.cleanUp() }
+    let notify = NotifyReceiver(in: sandbox)
+    let config = sandbox.write(
+      "mounts.toml",
+      mountSection("steady", at: "\(sandbox.path)/steady")
+        + mountSection(
+          "flaky", at: "\(sandbox.path)/flaky", workerOptions: ["--crash-after", "50"],
+          extra: ["required": "false", "start_limit_burst": "3", "restart_delay": "\"10ms\""]))
+    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
+    defer { daemon.stop() }
+    #expect(notify.wait { $0.contains("READY=1") } != nil)
+    let failed = notify.wait { $0.contains("flaky: failed: start limit reached (3 starts") }
+    #expect(failed != nil, "log:\n\(daemon.log)")
+    #expect(daemon.log.contains("killed by signal 14"))
+    #expect(fuseMount(at: "\(sandbox.path)/flaky") == nil)
+    #expect(fuseMount(at: "\(sandbox.path)/steady") != nil)
+  }
+
+  @Test func aDeadMountLeftAtTheMountpointIsDetachedBeforeTheStart() throws {
+    let sandbox = Sandbox()
+    defer { sandbox.cleanUp() }
+    let mountpoint = "\(sandbox.path)/data"
+    let leftover = try startForeignWorker(at: mountpoint)
+    #expect(eventually { fuseMount(at: mountpoint) != nil })
+    kill(leftover.processIdentifier, SIGKILL)
+    leftover.waitUntilExit()
+    var fs = statfs()
+    #expect(statfs(mountpoint, &fs) != 0 && errno == ENOTCONN)
+
+    let notify = NotifyReceiver(in: sandbox)
+    let config = sandbox.write("mounts.toml", mountSection("data", at: mountpoint))
+    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
+    defer { daemon.stop() }
+    #expect(notify.wait { $0.contains("READY=1") } != nil, "log:\n\(daemon.log)")
+    #expect(readFile("\(mountpoint)/hello") == "hello from data\n")
+    #expect(daemon.log.contains("detached a dead FUSE mount"))
+  }
+
+  @Test func aLiveForeignMountAndANonFUSEMountAreLeftAlone() throws {
+    let sandbox = Sandbox()
+    defer { sandbox.cleanUp() }
+    let foreignPoint = "\(sandbox.path)/foreign"
+    let foreign = try startForeignWorker(at: foreignPoint)
+    defer {
+      // SIGKILL: a child of the test runner inherits its blocked signals, SIGTERM among them.
+      kill(foreign.processIdentifier, SIGKILL)
+      foreign.waitUntilExit()
+    }
+    #expect(eventually { fuseMount(at: foreignPoint) != nil })
+    let foreignMount = try #require(fuseMount(at: foreignPoint))
+    let tmpfsPoint = "\(sandbox.path)/tmpfs"
+    try FileManager.default.createDirectory(atPath: tmpfsPoint, withIntermediateDirectories: true)
+    #expect(mount("tmpfs", tmpfsPoint, "tmpfs", 0, nil) == 0)
+
+    let notify = NotifyReceiver(in: sandbox)
+    let optional = ["required": "false", "restart": "\"never\""]
+    let config = sandbox.write(
+      "mounts.toml",
+      mountSection("mine", at: "\(sandbox.path)/mine")
+        + mountSection("foreign", at: foreignPoint, extra: optional)
+        + mountSection("tmpfs", at: tmpfsPoint, extra: optional))
+    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
+    defer { daemon.stop() }
+    #expect(notify.wait { $0.contains("READY=1") } != nil)
+    #expect(eventually { daemon.log.contains("a live FUSE mount") && daemon.log.contains("a tmpfs mount") }, "log:\n\(daemon.log)")
+    #expect(fuseMount(at: foreignPoint) == foreignMount)
+    #expect(readFile("\(foreignPoint)/hello") == "hello from testworker\n")
+    #expect(mountTable().contains { $0.mountpoint == tmpfsPoint && $0.fsType == "tmpfs" })
+
+    daemon.signal(SIGTERM)
+    #expect(daemon.exitCode() == 0)
+    #expect(fuseMount(at: foreignPoint) == foreignMount, "the foreign mount was touched by the stop")
+  }
+
+  @Test func nestedMountsStartParentFirstAndStopChildFirstLeavingNothing() throws {
+    let sandbox = Sandbox()
+    defer { sandbox.cleanUp() }
+    let notify = NotifyReceiver(in: sandbox)
+    let parent = "\(sandbox.path)/outer"
+    let child = "\(parent)/sub"
+    // Named so that name order and nesting order disagree.
+    let config = sandbox.write(
+      "mounts.toml", mountSection("a-inner", at: child) + mountSection("z-outer", at: parent))
+    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
+    defer { daemon.stop() }
+    #expect(notify.wait { $0.contains("READY=1") } != nil, "log:\n\(daemon.log)")
+    #expect(fuseMount(at: parent) != nil && fuseMount(at: child) != nil)
+    let outerReady = try #require(daemon.log.range(of: "z-outer: ready"))
+    let innerStarting = try #require(daemon.log.range(of: "a-inner: starting"))
+    #expect(outerReady.lowerBound < innerStarting.lowerBound)
+    #expect(readFile("\(child)/hello") == "hello from a-inner\n")
+    let workers = daemon.workerPIDs(matching: sandbox.path)
+    #expect(workers.count == 2)
+
+    daemon.signal(SIGTERM)
+    #expect(daemon.exitCode() == 0)
+    let log = daemon.log
+    let innerStopped = try #require(log.range(of: "a-inner: stopped"))
+    let outerStopping = try #require(log.range(of: "z-outer: stopping"))
+    #expect(innerStopped.lowerBound < outerStopping.lowerBound)
+    #expect(mountTable().allSatisfy { !$0.mountpoint.hasPrefix(sandbox.path + "/") })
+    #expect(workers.allSatisfy { !processExists($0) })
+  }
+
+  @Test func aWorkerThatIgnoresTheStopIsKilledAndTheStopStillCompletes() throws {
+    let sandbox = Sandbox()
+    defer { sandbox.cleanUp() }
+    let mountpoint = "\(sandbox.path)/stubborn"
+    let notify = NotifyReceiver(in: sandbox)
+    let config = sandbox.write(
+      "mounts.toml", mountSection("stubborn", at: mountpoint, workerOptions: ["--linger"], extra: ["stop_timeout": "\"200ms\""]))
+    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
+    defer { daemon.stop() }
+    #expect(notify.wait { $0.contains("READY=1") } != nil)
+    let pid = try #require(daemon.workerPIDs(matching: mountpoint).first)
+    daemon.signal(SIGTERM)
+    #expect(daemon.exitCode() == 0)
+    #expect(daemon.log.contains("sending SIGKILL"))
+    #expect(!processExists(pid))
+    #expect(fuseMount(at: mountpoint) == nil)
+  }
+
+  @Test func readinessModeNotifyTakesReadyFromTheWorkersOwnNotifySocket() throws {
+    let sandbox = Sandbox()
+    defer { sandbox.cleanUp() }
+    let notify = NotifyReceiver(in: sandbox)
+    let mountpoint = "\(sandbox.path)/rclone-like"
+    let config = sandbox.write(
+      "mounts.toml",
+      mountSection("sd", at: mountpoint, workerOptions: ["--sd-notify"], extra: ["readiness": "\"notify\""]))
+    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
+    defer { daemon.stop() }
+    let ready = try #require(notify.wait { $0.contains("READY=1") }, "log:\n\(daemon.log)")
+    #expect(ready.fuseMountpoints.contains(mountpoint))
+    #expect(daemon.log.contains("status: serving via sd_notify"))
+  }
+
+  @Test func theDaemonDiesWithItsWorkersNotWithoutThem() throws {
+    let sandbox = Sandbox()
+    defer { sandbox.cleanUp() }
+    let notify = NotifyReceiver(in: sandbox)
+    let mountpoint = "\(sandbox.path)/data"
+    let config = sandbox.write("mounts.toml", mountSection("data", at: mountpoint))
+    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
+    defer { daemon.stop() }
+    #expect(notify.wait { $0.contains("READY=1") } != nil)
+    let pid = try #require(daemon.workerPIDs(matching: mountpoint).first)
+    daemon.signal(SIGKILL)
+    #expect(eventually { !processExists(pid) }, "the worker outlived its supervisor")
+    #expect(eventually { fuseMount(at: mountpoint) == nil })
+  }
+
+  @Test func invalidConfigurationsAreRefusedWithFileMountAndKey() throws {
+    let sandbox = Sandbox()
+    defer { sandbox.cleanUp() }
+    let cases: [(String, [String])] = [
+      ("[mounts.a]\nmountpoint = \"/mnt/a\"\ncommand = [\"x\"]\nstart_timeuot = \"1s\"\n", ["mount \"a\"", "start_timeuot"]),
+      ("[mounts.a]\nmountpoint = \"mnt/a\"\ncommand = [\"x\"]\n", ["mount \"a\"", "mountpoint"]),
+      ("[mounts.a]\nmountpoint = \"/mnt/a\"\ncommand = []\n", ["mount \"a\"", "command"]),
+      ("[mounts.a]\nmountpoint = \"/mnt/a\"\ncommand = [\"x\"]\nstop_timeout = \"soon\"\n", ["mount \"a\"", "stop_timeout"]),
+    ]
+    for (index, (text, needles)) in cases.enumerated() {
+      let file = sandbox.write("bad\(index).toml", text)
+      for arguments in [["--config", file], ["--check-config", "--config", file]] {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: daemonBinary)
+        process.arguments = arguments
+        let errors = Pipe()
+        process.standardError = errors
+        process.standardOutput = FileHandle.nullDevice
+        try process.run()
+        let output = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(process.terminationStatus == 1)
+        for needle in needles + [file] { #expect(output.contains(needle), "\(arguments): \(output)") }
+      }
+    }
+  }
+}
