@@ -272,7 +272,8 @@ public struct MountMachine: Sendable {
       }
       phase = .stopping(Stopping(pid: pid, stage: .terminating, deadline: now + spec.stopTimeout, then: then))
       return [.cancelProbe, .signal(15)]
-    case .ready(let pid, _):
+    case .ready(let pid, let since):
+      readyRunEnded(since: since, now: now)
       phase = .stopping(Stopping(pid: pid, stage: .unmounting, deadline: now + spec.stopTimeout, then: then))
       return [.log(.info, "stopping: unmounting \(spec.mountpoint)"), .unmount]
     case .stopping(var stopping):
@@ -325,7 +326,8 @@ public struct MountMachine: Sendable {
       starting.mountSeen = false
       phase = .starting(attempt: number, deadline: deadline, starting)
       return []
-    case .ready(let pid, _):
+    case .ready(let pid, let since):
+      readyRunEnded(since: since, now: now)
       let failure = Failure(
         summary: "its FUSE mount at \(spec.mountpoint) disappeared while the worker ran "
           + "(unmounted from outside? use `mountctl stop \(spec.name)` to stop a mount)")
@@ -346,7 +348,7 @@ public struct MountMachine: Sendable {
       return [.cancelProbe, .detachMount] + afterFailure(failure, now: now)
     case .ready(_, let since):
       let served = now - since
-      if served >= Self.stableAfter { consecutiveFailures = 0 }
+      readyRunEnded(since: since, now: now)
       // Output printed while it served is no explanation of a crash; only its ERROR= is.
       let failure = Failure(
         summary: "\(status) after \(served.milliseconds) ms ready", workerError: workerError,
@@ -413,6 +415,12 @@ public struct MountMachine: Sendable {
     case .inactive, .ready, .exited, .failed:
       return []
     }
+  }
+
+  /// A worker that stayed ready for `stableAfter` starts the restart delay over, however its run
+  /// ended (exit, vanished mount, stop or restart).
+  private mutating func readyRunEnded(since: MonotonicInstant, now: MonotonicInstant) {
+    if now - since >= Self.stableAfter { consecutiveFailures = 0 }
   }
 
   /// Applies the restart policy, the start limit and the backoff after a failed start or a crash.

@@ -74,13 +74,25 @@ public struct SupervisorCore: Sendable {
   public mutating func operatorStart(_ name: String, now: MonotonicInstant) -> [Effect] {
     guard machines[name] != nil else { return [] }
     held.remove(name)
+    // A mount that may not run yet (parent down, shutdown) is started by `settle` once it may.
+    guard isWanted(name) else { return settle(now: now) }
     return handle(.start, for: name, now: now)
   }
 
   public mutating func operatorRestart(_ name: String, now: MonotonicInstant) -> [Effect] {
     guard machines[name] != nil else { return [] }
     held.remove(name)
-    return handle(.restart, for: name, now: now)
+    guard isWanted(name) else { return settle(now: now) }
+    return restart(name, now: now) + settle(now: now)
+  }
+
+  /// Restarts a mount at once, or, while mounts nested in it still run, once they are down.
+  private mutating func restart(_ name: String, now: MonotonicInstant) -> [Effect] {
+    guard descendants(of: name).allSatisfy({ machines[$0]!.isSettled }) else {
+      restarting.insert(name)
+      return []
+    }
+    return machines[name]!.handle(.restart, now: now).map { .mount(name, $0) }
   }
 
   /// What a reload changed, by mount name.
@@ -115,7 +127,7 @@ public struct SupervisorCore: Sendable {
       }
       summary.changed.append(spec.name)
       if !machine.isSettled || machine.isFailed {
-        effects += machines[spec.name]!.handle(.restart, now: now).map { .mount(spec.name, $0) }
+        effects += restart(spec.name, now: now)
       }
     }
     recomputeTopology()
@@ -124,6 +136,8 @@ public struct SupervisorCore: Sendable {
 
   /// Mounts that are no longer configured, kept until their workers are gone.
   private var removing: Set<String> = []
+  /// Mounts to restart (operator or changed spec) once the mounts nested in them are down.
+  private var restarting: Set<String> = []
 
   // MARK: Derived facts
 
@@ -192,7 +206,15 @@ public struct SupervisorCore: Sendable {
       changed = false
       for name in order {
         let machine = machines[name]!
-        let wanted = !shuttingDown && !held.contains(name) && !removing.contains(name) && parentIsReady(name)
+        if restarting.contains(name), descendants(of: name).allSatisfy({ machines[$0]!.isSettled }) {
+          restarting.remove(name)
+          if isWanted(name) {
+            effects += machines[name]!.handle(.restart, now: now).map { .mount(name, $0) }
+            changed = true
+            continue
+          }
+        }
+        let wanted = isWanted(name)
         var step: [MountMachine.Effect] = []
         if wanted, machine.phase == .inactive {
           step = machines[name]!.handle(.start, now: now)
@@ -204,8 +226,9 @@ public struct SupervisorCore: Sendable {
         if machines[name]!.phase != machine.phase { changed = true }
         effects += step.map { .mount(name, $0) }
       }
+      // A forgotten parent lets its nested mounts run on their own: go round again.
+      if forgetRemovedMounts() { changed = true }
     }
-    forgetRemovedMounts()
     effects += serviceEffects(now: now)
     return effects
   }
@@ -246,9 +269,15 @@ public struct SupervisorCore: Sendable {
     return Failure(summary: "its parent mount \(parent) failed: \(parentFailure)")
   }
 
-  private func parentIsReady(_ name: String) -> Bool {
+  /// Whether a mount should run: no shutdown, not held, removed or awaiting a restart, and its
+  /// parent (if any) both wanted and ready. A parent that is to stop takes its nested mounts down
+  /// first, so that its own unmount is not refused with EBUSY.
+  private func isWanted(_ name: String) -> Bool {
+    guard !shuttingDown, !held.contains(name), !removing.contains(name), !restarting.contains(name) else {
+      return false
+    }
     guard let parent = parents[name] else { return true }
-    return machines[parent]?.isReady ?? true
+    return isWanted(parent) && (machines[parent]?.isReady ?? true)
   }
 
   private func descendants(of name: String) -> [String] {
@@ -262,15 +291,18 @@ public struct SupervisorCore: Sendable {
     }
   }
 
-  private mutating func forgetRemovedMounts() {
+  /// Forgets removed mounts whose workers are gone; true when it forgot any.
+  private mutating func forgetRemovedMounts() -> Bool {
     let gone = removing.filter { machines[$0]?.isSettled ?? true }
-    guard !gone.isEmpty else { return }
+    guard !gone.isEmpty else { return false }
     for name in gone {
       machines[name] = nil
       held.remove(name)
+      restarting.remove(name)
     }
     removing.subtract(gone)
     recomputeTopology()
+    return true
   }
 
   private mutating func recomputeTopology() {
