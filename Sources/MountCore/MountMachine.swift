@@ -380,7 +380,7 @@ public struct MountMachine: Sendable {
     switch phase {
     case .preparing:
       return afterFailure(
-        Failure(summary: "the mountpoint \(spec.mountpoint) could not be prepared within \(format(spec.startTimeout))"),
+        Failure(summary: "the mountpoint \(spec.mountpoint) could not be prepared within \(formatDuration(spec.startTimeout))"),
         now: now)
     case .starting(_, _, let starting):
       var missing: [String] = []
@@ -390,7 +390,7 @@ public struct MountMachine: Sendable {
         missing.append("the mount did not answer a probe (\(starting.lastProbeError ?? "no answer"))")
       }
       let failure = Failure(
-        summary: "no confirmed FUSE init within \(format(spec.startTimeout)) (\(missing.joined(separator: "; ")))",
+        summary: "no confirmed FUSE init within \(formatDuration(spec.startTimeout)) (\(missing.joined(separator: "; ")))",
         workerError: workerError, errno: workerErrno)
       guard let pid = starting.pid else { return afterFailure(failure, now: now) }
       phase = .stopping(Stopping(pid: pid, stage: .killing, deadline: nil, then: .retry(failure)))
@@ -403,12 +403,12 @@ public struct MountMachine: Sendable {
         stopping.stage = .terminating
         stopping.deadline = now + spec.stopTimeout
         phase = .stopping(stopping)
-        return [.log(.warning, "worker did not exit within \(format(spec.stopTimeout)) of the unmount; sending SIGTERM"), .signal(15)]
+        return [.log(.warning, "worker did not exit within \(formatDuration(spec.stopTimeout)) of the unmount; sending SIGTERM"), .signal(15)]
       case .terminating:
         stopping.stage = .killing
         stopping.deadline = nil
         phase = .stopping(stopping)
-        return [.log(.warning, "worker did not exit within \(format(spec.stopTimeout)) of SIGTERM; sending SIGKILL"), .signal(9), .detachMount]
+        return [.log(.warning, "worker did not exit within \(formatDuration(spec.stopTimeout)) of SIGTERM; sending SIGKILL"), .signal(9), .detachMount]
       case .killing:
         return []
       }
@@ -434,7 +434,7 @@ public struct MountMachine: Sendable {
     startHistory.removeAll { now - $0 >= spec.startLimitInterval }
     if startHistory.count >= spec.startLimitBurst {
       let given = Failure(
-        summary: "start limit reached (\(startHistory.count) starts within \(format(spec.startLimitInterval))), "
+        summary: "start limit reached (\(startHistory.count) starts within \(formatDuration(spec.startLimitInterval))), "
           + "giving up; last failure: \(failure.summary)",
         workerError: failure.workerError, errno: failure.errno, outputTail: failure.outputTail)
       lastFailure = given
@@ -443,7 +443,7 @@ public struct MountMachine: Sendable {
     }
     let delay = backoffDelay()
     phase = .backoff(until: now + delay)
-    return [.log(countsAsFailure ? .error : .notice, "\(failure); restarting in \(format(delay))")]
+    return [.log(countsAsFailure ? .error : .notice, "\(failure); restarting in \(formatDuration(delay))")]
   }
 
   private func backoffDelay() -> Duration {
@@ -464,16 +464,4 @@ public struct MountMachine: Sendable {
 /// Log levels of the effects, mapped by the runtime onto its logger and the journal.
 public enum LogLevel: String, Sendable, Equatable {
   case debug, info, notice, warning, error
-}
-
-func format(_ duration: Duration) -> String {
-  let ms = duration.milliseconds
-  if ms % 1000 != 0 || ms == 0 { return ms < 1000 ? "\(ms)ms" : String(format: ms, divisor: 1000) + "s" }
-  return "\(ms / 1000)s"
-}
-
-private func String(format ms: Int64, divisor: Int64) -> String {
-  let whole = ms / divisor
-  let fraction = (ms % divisor) / 100
-  return "\(whole).\(fraction)"
 }

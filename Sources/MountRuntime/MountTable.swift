@@ -76,7 +76,7 @@ private func unescape(_ field: ArraySlice<UInt8>) -> String {
   var bytes: [UInt8] = []
   var index = field.startIndex
   while index < field.endIndex {
-    if field[index] == UInt8(ascii: "\\"), index + 3 < field.endIndex + 0,
+    if field[index] == UInt8(ascii: "\\"), index + 3 < field.endIndex,
       let value = UInt8(String(decoding: field[(index + 1)...(index + 3)], as: UTF8.self), radix: 8)
     {
       bytes.append(value)
