@@ -284,6 +284,36 @@ import Testing
     #expect(eventually { fuseMount(at: mountpoint) == nil })
   }
 
+  @Test func aWorkerGetsFd3ItsOwnSessionAndNothingElseOfTheSupervisor() throws {
+    let sandbox = Sandbox()
+    defer { sandbox.cleanUp() }
+    let notify = NotifyReceiver(in: sandbox)
+    let mountpoint = "\(sandbox.path)/data"
+    let config = sandbox.write(
+      "mounts.toml", mountSection("data", at: mountpoint, extra: ["environment": "{ EXTRA = \"{name}@{mountpoint}\" }"]))
+    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
+    defer { daemon.stop() }
+    #expect(notify.wait { $0.contains("READY=1") } != nil)
+    let pid = try #require(daemon.workerPIDs(matching: mountpoint).first)
+
+    let environ = String(decoding: FileManager.default.contents(atPath: "/proc/\(pid)/environ") ?? Data(), as: UTF8.self)
+      .split(separator: "\0").map(String.init)
+    #expect(environ.contains("MOUNTSUP_NOTIFY_FD=3"))
+    #expect(environ.contains("MOUNTSUP_NAME=data"))
+    #expect(environ.contains("MOUNTSUP_MOUNTPOINT=\(mountpoint)"))
+    #expect(environ.contains("EXTRA=data@\(mountpoint)"))
+    #expect(!environ.contains { $0.hasPrefix("NOTIFY_SOCKET=") }, "the supervisor's NOTIFY_SOCKET leaked")
+
+    let fds = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").compactMap(Int.init).sorted()
+    let target = { (fd: Int) in (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)")) ?? "" }
+    #expect(target(0) == "/dev/null")
+    #expect(target(1).hasPrefix("pipe:") && target(1) == target(2))
+    #expect(target(3).hasPrefix("socket:"))
+    // Beyond 0–3 only what the worker opened itself: its /dev/fuse.
+    #expect(fds.filter { $0 > 3 }.allSatisfy { target($0) == "/dev/fuse" }, "\(fds.map { "\($0) → \(target($0))" })")
+    #expect(getsid(pid) == pid, "the worker is not in a session of its own")
+  }
+
   @Test func invalidConfigurationsAreRefusedWithFileMountAndKey() throws {
     let sandbox = Sandbox()
     defer { sandbox.cleanUp() }
