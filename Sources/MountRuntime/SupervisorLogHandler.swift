@@ -1,9 +1,17 @@
+import CSystemd
 import Glibc
 import Logging
 
-/// Plain log lines on stderr: `LEVEL mount: message`. When stderr is the journal
-/// (`JOURNAL_STREAM`), each line starts with its syslog priority (`<3>`) instead, which journald
-/// turns into the entry's priority.
+/// The supervisor's log output.
+///
+/// When stderr is the journal (`JOURNAL_STREAM`), each entry goes to journald natively through
+/// `sd_journal_sendv`, with fields to filter by: `MESSAGE`, `PRIORITY`, `SYSLOG_IDENTIFIER` (the
+/// logger's label, `mountsupd`), `MOUNT_NAME` (metadata `mount`), `WORKER_PID` and `OBJECT_PID`
+/// (metadata `pid`), `MOUNTSUP_<KEY>` for any other metadata, and `CODE_*`. So
+/// `journalctl -u mountsupd MOUNT_NAME=photos` shows one mount's story, the output of its workers
+/// included.
+///
+/// Otherwise plain lines on stderr: `LEVEL mount[pid]: message`.
 public struct SupervisorLogHandler: LogHandler {
   public var metadata: Logger.Metadata = [:]
   public var logLevel: Logger.Level = .info
@@ -22,11 +30,71 @@ public struct SupervisorLogHandler: LogHandler {
 
   public func log(event: LogEvent) {
     let merged = metadata.merging(event.metadata ?? [:]) { $1 }
-    let mount = merged["mount"].map { "\($0): " } ?? ""
-    let prefix = toJournal ? "<\(Self.priority(event.level))>" : "\(event.level.rawValue.uppercased()) "
+    if toJournal, Self.sendToJournal(journalFields(event, merged)) { return }
+    var mount = ""
+    if let name = merged["mount"] {
+      mount = merged["pid"].map { "\(name)[\($0)]: " } ?? "\(name): "
+    }
+    // journald reads a leading `<N>` on a stream line as the priority, should the native
+    // protocol have failed.
+    let prefix =
+      toJournal ? "<\(Self.priority(event.level))>" : "\(event.level.rawValue.uppercased()) "
     let line = "\(prefix)\(mount)\(event.message)\n"
     // One write per line, so lines of concurrent writers never interleave.
     _ = line.withCString { write(2, $0, strlen($0)) }
+  }
+
+  /// The journal fields of one entry, each `NAME=value`.
+  func journalFields(_ event: LogEvent, _ metadata: Logger.Metadata) -> [String] {
+    var fields = [
+      "MESSAGE=\(event.message)",
+      "PRIORITY=\(Self.priority(event.level))",
+      "SYSLOG_IDENTIFIER=\(label)",
+      "CODE_FILE=\(event.file)",
+      "CODE_LINE=\(event.line)",
+      "CODE_FUNC=\(event.function)",
+    ]
+    for (key, value) in metadata.sorted(by: { $0.key < $1.key }) {
+      switch key {
+      case "mount":
+        fields.append("MOUNT_NAME=\(value)")
+      case "pid":
+        fields.append("WORKER_PID=\(value)")
+        // Lets journald add the worker's _COMM, _CMDLINE and so on as OBJECT_* fields.
+        fields.append("OBJECT_PID=\(value)")
+      default:
+        fields.append("MOUNTSUP_\(Self.journalFieldName(key))=\(value)")
+      }
+    }
+    return fields
+  }
+
+  /// A metadata key as the tail of a journal field name: upper-case letters, digits and `_`.
+  static func journalFieldName(_ key: String) -> String {
+    String(
+      key.uppercased().unicodeScalars.prefix(54).map { scalar in
+        switch scalar {
+        case "A"..."Z", "0"..."9": Character(scalar)
+        default: "_"
+        }
+      })
+  }
+
+  /// Sends one entry over journald's native protocol; false when journald did not take it.
+  static func sendToJournal(_ fields: [String]) -> Bool {
+    var bytes: [UInt8] = []
+    var ranges: [Range<Int>] = []
+    for field in fields {
+      let start = bytes.count
+      bytes += field.utf8
+      ranges.append(start..<bytes.count)
+    }
+    return bytes.withUnsafeMutableBytes { buffer in
+      var vectors = ranges.map {
+        iovec(iov_base: buffer.baseAddress! + $0.lowerBound, iov_len: $0.count)
+      }
+      return sd_journal_sendv(&vectors, Int32(vectors.count)) >= 0
+    }
   }
 
   static func priority(_ level: Logger.Level) -> Int {

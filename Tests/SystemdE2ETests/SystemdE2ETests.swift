@@ -1,0 +1,65 @@
+import Foundation
+import Testing
+
+/// The end-to-end test under a real systemd: `Tests/e2e/systemd-e2e.sh` boots systemd in a
+/// `systemd-nspawn` container with the built binaries, the unit and the example configuration
+/// installed, and drives mountsupd through systemctl (see `Tests/e2e/container-checks.sh`).
+///
+/// Where no container can run (not root, no systemd-nspawn, no /dev/fuse, nspawn refused), the
+/// test is skipped with the reason printed: it never passes without having run.
+@Suite struct SystemdE2ETests {
+  @Test(
+    "mountsupd under systemd: start, journal, watchdog, reload, crashes, stop, failure",
+    .enabled(
+      if: E2EScript.machineCanRun(),
+      "needs root, /dev/fuse and a systemd-nspawn (systemd-container) that starts containers"),
+    .timeLimit(.minutes(4)))
+  func systemdEndToEnd() throws {
+    let run = try E2EScript.run([E2EScript.binDirectory])
+    print(run.output, terminator: "")
+    if run.status == E2EScript.skipped {
+      try Test.cancel("the systemd end-to-end test cannot run here (see its output above)")
+    }
+    #expect(run.status == 0, "Tests/e2e/systemd-e2e.sh failed; its output is above")
+  }
+}
+
+enum E2EScript {
+  /// The exit status by which the script says that this machine cannot run it.
+  static let skipped: Int32 = 77
+
+  static let path = URL(fileURLWithPath: #filePath)
+    .deletingLastPathComponent().deletingLastPathComponent()
+    .appendingPathComponent("e2e/systemd-e2e.sh").path
+
+  /// Where `swift test` put the built executables: beside the test bundle.
+  static let binDirectory: String = {
+    let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
+    return URL(fileURLWithPath: exe).deletingLastPathComponent().path
+  }()
+
+  /// Asks the script whether a container can run here; prints why not when it cannot.
+  static func machineCanRun() -> Bool {
+    guard let check = try? run(["--check", binDirectory]) else {
+      print("SKIPPED: cannot run \(path)")
+      return false
+    }
+    if check.status == skipped { print(check.output, terminator: "") }
+    return check.status != skipped
+  }
+
+  /// Runs the script with `arguments`; its stdout and stderr together.
+  static func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: "/bin/bash")
+    process.arguments = [path] + arguments
+    let pipe = Pipe()
+    process.standardOutput = pipe
+    process.standardError = pipe
+    process.standardInput = FileHandle.nullDevice
+    try process.run()
+    let output = pipe.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+  }
+}
