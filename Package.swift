@@ -6,6 +6,9 @@ let package = Package(
   platforms: [.macOS(.v13)],
   products: [
     .executable(name: "mountsupd", targets: ["mountsupd"]),
+    .executable(name: "mountctl", targets: ["mountctl"]),
+    .library(name: "MountWorkerKit", targets: ["MountWorkerKit"]),
+    .executable(name: "mountsup-mirror", targets: ["mountsup-mirror"]),
   ],
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -30,7 +33,7 @@ let package = Package(
     .target(
       name: "MountRuntime",
       dependencies: [
-        "MountConfig", "MountCore", "CLinuxSupport", "CSystemd",
+        "MountConfig", "MountCore", "MountControl", "CLinuxSupport", "CSystemd",
         .product(name: "Logging", package: "swift-log"),
       ]),
     .executableTarget(
@@ -41,7 +44,27 @@ let package = Package(
         .product(name: "Logging", package: "swift-log"),
       ]),
 
+    // MARK: Control: the socket protocol shared by the daemon and `mountctl`
+    .target(name: "MountControl"),
+    .executableTarget(
+      name: "mountctl",
+      dependencies: [
+        "MountControl", "MountConfig",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ]),
+
     // MARK: Workers: the kit, the built-in mirror, and the test fixture worker
+    .target(name: "CMountWorkerKitSupport", dependencies: ["CFuse3"]),
+    .target(name: "MountWorkerKit", dependencies: ["CFuse3", "CMountWorkerKitSupport"]),
+    .executableTarget(
+      name: "mountsup-mirror",
+      dependencies: [
+        "MountWorkerKit", "CMountWorkerKitSupport",
+        .product(name: "ArgumentParser", package: "swift-argument-parser"),
+      ]),
+    .testTarget(
+      name: "MirrorTests",
+      dependencies: ["MountWorkerKit", "CMountWorkerKitSupport", "mountsup-mirror"]),
     .executableTarget(name: "mountsup-testworker", dependencies: ["CFuse3"]),
 
     // MARK: Tests
@@ -52,5 +75,12 @@ let package = Package(
       dependencies: [
         "MountRuntime", "CLinuxSupport", "mountsupd", "mountsup-testworker",
       ]),
+    .testTarget(
+      name: "ControlTests",
+      dependencies: ["MountControl", "mountsupd", "mountctl", "mountsup-testworker"]),
+    .testTarget(
+      name: "SystemdE2ETests",
+      dependencies: ["mountsupd", "mountctl", "mountsup-mirror", "mountsup-testworker"]),
+    .testTarget(name: "ThirdPartyTests", dependencies: ["mountsupd", "mountsup-testworker", "CLinuxSupport"]),
   ]
 )

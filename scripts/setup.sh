@@ -5,7 +5,8 @@ set -euo pipefail
 
 packages=(
   libfuse3-dev fuse3 libsystemd-dev pkg-config  # build and run
-  systemd-container                              # the end-to-end test boots a real systemd
+  systemd-container make go-md2man               # the end-to-end test boots a real systemd
+                                                 # on an installed copy (make install, man pages)
   bindfs squashfuse squashfs-tools rclone sshfs openssh-server openssh-client  # third-party workers
   fio git attr                                   # tests and benchmarks
 )

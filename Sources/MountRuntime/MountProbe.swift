@@ -6,14 +6,18 @@ import Synchronization
 /// Mode `probe`: checks, off the event loop, that a FUSE mount really reaches its daemon, with a
 /// `statfs` (never answered from a cache) and, when configured, a stat and a listing of a path
 /// inside it. Retries with a growing pause until it succeeds or is cancelled; each failure is
-/// reported so that a start timeout can say what the probe saw.
+/// reported so that a start timeout can say what the probe saw. It probes as the mount's owner,
+/// the one identity the kernel lets through to the daemon of a mount without `allow_other`.
 final class MountProbe: Sendable {
   private let cancelled = Atomic<Bool>(false)
   private let readEnd: Int32
   private let writeEnd: Int32
 
   /// `report` runs on the loop's thread: nil when the mount answered, else the failure text.
-  init?(mountpoint: String, probePath: String?, loop: EventLoop, report: @escaping (String?) -> Void) {
+  init?(
+    mountpoint: String, probePath: String?, owner: MountOwner?, loop: EventLoop,
+    report: @escaping (String?) -> Void
+  ) {
     var fds: [Int32] = [-1, -1]
     guard mountsup_pipe(&fds) == 0 else { return nil }
     readEnd = fds[0]
@@ -39,6 +43,11 @@ final class MountProbe: Sendable {
     }
     let target = probePath.map { mountpoint + "/" + $0 }
     Thread.detachNewThread { [self] in
+      if let owner, case let code = owner.assumeOnThisThread(), code != 0 {
+        send("cannot probe as the mount's owner (uid \(owner.uid), gid \(owner.gid)): \(errorText(code))")
+        close(writeEnd)
+        return
+      }
       var pause: UInt32 = 50_000
       while !cancelled.load(ordering: .relaxed) {
         let failure = Self.probe(mountpoint, target)

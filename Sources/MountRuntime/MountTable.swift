@@ -1,3 +1,4 @@
+import CLinuxSupport
 import Glibc
 
 /// One line of `/proc/self/mountinfo`.
@@ -7,9 +8,39 @@ struct MountEntry: Equatable, Sendable {
   var mountpoint: String
   var fsType: String
   var source: String
+  /// A FUSE mount's `user_id` and `group_id`: who mounted it.
+  var owner: MountOwner?
 
   /// `fuse`, `fuse.NAME` or `fuseblk`: a mount served by a user-space daemon.
   var isFUSE: Bool { fsType == "fuse" || fsType == "fuseblk" || fsType.hasPrefix("fuse.") }
+}
+
+/// The user and group a FUSE mount belongs to. Without `allow_other` the kernel lets only them
+/// reach its daemon: for anyone else, root included, `statfs` succeeds without asking the
+/// daemon (even a dead one) and every other access fails with EACCES.
+struct MountOwner: Equatable, Sendable {
+  var uid: uid_t
+  var gid: gid_t
+
+  /// Parses `user_id=N,group_id=N` out of a FUSE mount's super options.
+  init?(superOptions: String) {
+    var uid: uid_t?
+    var gid: gid_t?
+    for option in superOptions.split(separator: ",") {
+      if option.hasPrefix("user_id=") { uid = uid_t(option.dropFirst(8)) }
+      if option.hasPrefix("group_id=") { gid = gid_t(option.dropFirst(9)) }
+    }
+    guard let uid, let gid else { return nil }
+    self.uid = uid
+    self.gid = gid
+  }
+
+  /// Makes the calling thread this owner, unless it already is; 0, or the errno why it cannot.
+  /// Only for a thread of its own that ends afterwards: it cannot change back.
+  func assumeOnThisThread() -> Int32 {
+    guard uid != geteuid() || gid != getegid() else { return 0 }
+    return mountsup_thread_assume_ids(uid, gid) == 0 ? 0 : errno
+  }
 }
 
 /// The kernel's mount table, as this process sees it.
@@ -52,10 +83,12 @@ struct MountTable: Sendable {
         let id = Int(String(decoding: fields[0], as: UTF8.self)),
         let parent = Int(String(decoding: fields[1], as: UTF8.self))
       else { continue }
+      let superOptions = separator + 3 < fields.endIndex ? unescape(fields[separator + 3]) : ""
       entries.append(
         MountEntry(
           id: id, parentID: parent, mountpoint: unescape(fields[4]),
-          fsType: unescape(fields[separator + 1]), source: unescape(fields[separator + 2])))
+          fsType: unescape(fields[separator + 1]), source: unescape(fields[separator + 2]),
+          owner: MountOwner(superOptions: superOptions)))
     }
     self.entries = entries
   }

@@ -17,12 +17,15 @@ public final class Supervisor {
   private let mountinfo: Int32
   private var table: MountTable
   private let notifier = ServiceNotifier()
+  private var watchdog: Watchdog?
   private let logger: Logger
   private var workers: [String: WorkerProcess] = [:]
   private var outputs: [String: OutputLog] = [:]
   private var probes: [String: MountProbe] = [:]
   private var pendingEvents: [(String, MountMachine.Event)] = []
   private var exitCode: Int32?
+  /// The control socket, `mountctl`'s way in; it also runs the reloads.
+  private var control: ControlServer?
   private let searchPath: [String]
   private let inheritedEnvironment: [String: String]
 
@@ -72,12 +75,19 @@ public final class Supervisor {
     try loop.add(signals) { [unowned self] _ in handleSignals() }
     try loop.add(timer.fd) { [unowned self] _ in
       timer.acknowledge()
+      control?.timerFired(now: .now())
       execute(core.timerFired(now: .now()))
     }
     try loop.add(mountinfo, events: EventLoop.priority) { [unowned self] _ in mountTableChanged() }
+    control = try ControlServer(host: self, loop: loop, logger: logger)
+    watchdog = try Watchdog.start(on: loop, notifier: notifier) { [unowned self] in
+      core.serviceFailure == nil
+    }
+    if let watchdog { logger.info("watchdog: WATCHDOG=1 every \(watchdog.timeout / 2) (WatchdogSec=\(watchdog.timeout))") }
     logger.info("starting \(configuration.mounts.count) mounts from \(configuration.files.joined(separator: ", "))")
     execute(core.begin(now: .now()))
     while exitCode == nil { loop.runOnce() }
+    control?.close()
     return exitCode!
   }
 
@@ -87,7 +97,7 @@ public final class Supervisor {
     while case let signal = mountsup_read_signal(signals), signal > 0 {
       switch signal {
       case SIGHUP:
-        reload()
+        control?.reloads.request()
       default:
         if core.shuttingDown {
           logger.notice("already stopping; waiting for workers to exit")
@@ -98,22 +108,6 @@ public final class Supervisor {
         notifier.stopping(status: core.statusLine)
       }
     }
-  }
-
-  private func reload() {
-    notifier.reloading()
-    do {
-      let next = try loadConfiguration()
-      let (summary, effects) = core.apply(specs: next.mounts, now: .now())
-      configuration = next
-      logger.notice(
-        "reloaded: added \(summary.added), removed \(summary.removed), changed \(summary.changed), unchanged \(summary.unchanged.count)")
-      execute(effects)
-    } catch {
-      logger.error("reload failed, nothing changed: \(error)")
-      notifier.send(["STATUS=reload failed: \(error)"])
-    }
-    notifier.send(["READY=1", "STATUS=\(core.statusLine)"])
   }
 
   private func mountTableChanged() {
@@ -138,18 +132,18 @@ public final class Supervisor {
       if got > 0 {
         worker.pendingOutput += buffer.prefix(got)
         while let newline = worker.pendingOutput.firstIndex(of: UInt8(ascii: "\n")) {
-          record(line: String(decoding: worker.pendingOutput[..<newline], as: UTF8.self), of: name)
+          record(line: String(decoding: worker.pendingOutput[..<newline], as: UTF8.self), of: name, pid: worker.pid)
           worker.pendingOutput.removeSubrange(...newline)
         }
         if worker.pendingOutput.count > 8192 {
-          record(line: String(decoding: worker.pendingOutput, as: UTF8.self), of: name)
+          record(line: String(decoding: worker.pendingOutput, as: UTF8.self), of: name, pid: worker.pid)
           worker.pendingOutput.removeAll()
         }
         continue
       }
       if got < 0, errno == EAGAIN || errno == EINTR { return }
       if !worker.pendingOutput.isEmpty {
-        record(line: String(decoding: worker.pendingOutput, as: UTF8.self), of: name)
+        record(line: String(decoding: worker.pendingOutput, as: UTF8.self), of: name, pid: worker.pid)
         worker.pendingOutput.removeAll()
       }
       loop.remove(worker.outputFD)
@@ -158,9 +152,10 @@ public final class Supervisor {
     }
   }
 
-  private func record(line: String, of name: String) {
+  private func record(line: String, of name: String, pid: Int32) {
     outputs[name, default: OutputLog()].append(line)
-    logger.info("\(line)", metadata: ["mount": "\(name)", "source": "worker"])
+    logger.info("\(line)", metadata: ["mount": "\(name)", "pid": "\(pid)", "source": "worker"])
+    control?.outputAppended(line, of: name)
   }
 
   private func notifyReadable(_ name: String, _ worker: WorkerProcess) {
@@ -187,6 +182,18 @@ public final class Supervisor {
     var code: Int32 = 0
     var signal: Int32 = 0
     guard mountsup_reap(worker.pidfd, &code, &signal) == 1 else { return }
+    // A mount unmounted from outside is gone before its worker exits: the loop may see the exit
+    // first, but the machine must learn of the vanished mount first, so that an operator's
+    // `umount` is always a failure handled by the restart policy, never a clean exit.
+    mountTableChanged()
+    if code == 0, signal == 0, worker.mountID != nil {
+      // A FUSE program that forks into the background mounts, then its parent exits 0.
+      logger(for: name).warning(
+        """
+        the worker exited with status 0 while its FUSE mount at \(worker.mountpoint) stayed: the program went \
+        to the background; run it in the foreground (most FUSE programs: -f; rclone: without --daemon)
+        """)
+    }
     // What the worker said and printed last belongs to the reason, so read it before the exit.
     notifyReadable(name, worker)
     workerOutputReadable(name, worker)
@@ -257,16 +264,15 @@ public final class Supervisor {
   }
 
   private func afterStep() {
-    timer.arm(at: core.nextDeadline?.nanoseconds)
-    if core.readyAnnounced || core.serviceFailure != nil || core.shuttingDown {
-      notifier.status(core.statusLine)
-    } else {
-      notifier.status(core.statusLine)
-      if let deadline = core.startupDeadline {
-        let now = MonotonicInstant.now()
-        let remaining = deadline > now ? (deadline - now).nanosecondsClamped / 1000 : 0
-        notifier.extendTimeout(microseconds: UInt64(remaining) + 5_000_000)
-      }
+    control?.stateChanged()
+    rearmTimer()
+    notifier.status(serviceStatus)
+    // While required mounts are legitimately starting, ask the service manager for the time
+    // their start timeouts allow, plus a margin for the cleanup after a failure.
+    if let deadline = core.startupDeadline {
+      let now = MonotonicInstant.now()
+      let remaining = deadline > now ? (deadline - now).nanosecondsClamped / 1000 : 0
+      notifier.extendTimeout(microseconds: UInt64(remaining) + 5_000_000)
     }
   }
 
@@ -279,7 +285,8 @@ public final class Supervisor {
       spawn(name, attempt: attempt)
     case .startProbe(let attempt):
       guard let worker = workers[name], let spec = core.machines[name]?.spec else { return }
-      probes[name] = MountProbe(mountpoint: worker.mountpoint, probePath: spec.probePath, loop: loop) {
+      let owner = table.entries.first { $0.id == worker.mountID }?.owner
+      probes[name] = MountProbe(mountpoint: worker.mountpoint, probePath: spec.probePath, owner: owner, loop: loop) {
         [unowned self] failure in
         deliver(failure.map { .probeFailed(attempt: attempt, $0) } ?? .probeAnswered(attempt: attempt), to: name)
         flushEvents()
@@ -322,7 +329,7 @@ public final class Supervisor {
       return
     }
     // Is its daemon gone? Ask off the loop: a hung daemon blocks whoever touches its mount.
-    BlockingCall.start(on: loop, work: { Self.statfsError(mountpoint) }) { [unowned self] code in
+    BlockingCall.start(on: loop, work: { Self.statfsError(mountpoint, as: top.owner) }) { [unowned self] code in
       defer { flushEvents() }
       guard case .preparing(attempt, _) = core.machines[name]?.phase else { return }
       switch code {
@@ -350,7 +357,10 @@ public final class Supervisor {
     }
   }
 
-  private static func statfsError(_ path: String) -> Int32 {
+  /// Runs on a thread of its own, as the mount's owner: for anyone else the kernel answers the
+  /// `statfs` of a mount without `allow_other` itself, and a dead mount would look alive.
+  private static func statfsError(_ path: String, as owner: MountOwner?) -> Int32 {
+    if let code = owner?.assumeOnThisThread(), code != 0 { return code }
     var fs = statfs()
     return statfs(path, &fs) == 0 ? 0 : errno
   }
@@ -409,7 +419,7 @@ public final class Supervisor {
       mountsup_set_nonblocking(pipe[0])
       let worker = WorkerProcess(
         pid: launched.pid, pidfd: launched.pidfd, notifyFD: pair[0], outputFD: pipe[0],
-        mountpoint: spec.mountpoint, baseline: baseline, unmountsAsRoot: plan.credentials == nil || geteuid() == 0)
+        mountpoint: spec.mountpoint, baseline: baseline, unmountsAsRoot: geteuid() == 0)
       worker.sdNotify = sdNotify
       workers[name] = worker
       if let sdNotify {
@@ -426,7 +436,7 @@ public final class Supervisor {
         flushEvents()
       }
       try loop.add(worker.outputFD) { [unowned self] _ in workerOutputReadable(name, worker) }
-      logger(for: name).info("worker started, pid \(launched.pid)")
+      logger(for: name).info("worker started, pid \(launched.pid)", metadata: ["pid": "\(launched.pid)"])
       deliver(.spawned(pid: launched.pid), to: name)
     } catch let failure as Failure {
       deliver(.spawnFailed(failure), to: name)
@@ -478,5 +488,46 @@ extension LogLevel {
     case .warning: .warning
     case .error: .error
     }
+  }
+}
+
+// MARK: Control socket and reloads
+
+extension Supervisor: ControlHost {
+  var supervisorCore: SupervisorCore { core }
+  var currentConfiguration: Configuration { configuration }
+  var serviceNotifier: ServiceNotifier { notifier }
+
+  var serviceStatus: String {
+    guard let error = control?.reloads.lastError else { return core.statusLine }
+    return "\(core.statusLine); last reload failed: \(error)"
+  }
+
+  func outputLines(of name: String) -> [String] { outputs[name]?.lines ?? [] }
+
+  func operate(_ action: OperatorAction, on name: String) {
+    switch action {
+    case .start: execute(core.operatorStart(name, now: .now()))
+    case .stop: execute(core.operatorStop(name, now: .now()))
+    case .restart: execute(core.operatorRestart(name, now: .now()))
+    }
+  }
+
+  func applyConfiguration() throws -> SupervisorCore.ReloadSummary {
+    let next = try loadConfiguration()
+    if next.supervisor.controlSocket != configuration.supervisor.controlSocket {
+      logger.warning("control_socket changed to \(next.supervisor.controlSocket); it takes effect when mountsupd restarts")
+    }
+    let (summary, effects) = core.apply(specs: next.mounts, now: .now())
+    configuration = next
+    logger.notice(
+      "reloaded: added \(summary.added), removed \(summary.removed), changed \(summary.changed), unchanged \(summary.unchanged.count)")
+    execute(effects)
+    return summary
+  }
+
+  /// The one timer serves the mounts' deadlines and the control clients'.
+  func rearmTimer() {
+    timer.arm(at: [core.nextDeadline, control?.nextDeadline].compactMap { $0 }.min()?.nanoseconds)
   }
 }

@@ -60,6 +60,12 @@ final class Sandbox {
     try? FileManager.default.removeItem(atPath: path)
   }
 
+  /// A config with the given mount tables and a control socket of the sandbox's own, so that
+  /// daemons of tests running in parallel never meet.
+  func writeConfig(_ mounts: String) -> String {
+    write("mounts.toml", "[supervisor]\ncontrol_socket = \"\(path)/control.sock\"\n\n" + mounts)
+  }
+
   func write(_ name: String, _ text: String) -> String {
     let file = path + "/" + name
     try! text.write(toFile: file, atomically: true, encoding: .utf8)

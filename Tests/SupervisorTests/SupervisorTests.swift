@@ -10,8 +10,7 @@ import Testing
     let sandbox = Sandbox()
     defer { sandbox.cleanUp() }
     let notify = NotifyReceiver(in: sandbox)
-    let config = sandbox.write(
-      "mounts.toml",
+    let config = sandbox.writeConfig(
       mountSection("fast", at: "\(sandbox.path)/fast")
         + mountSection("slow", at: "\(sandbox.path)/slow", workerOptions: ["--mount-delay", "1000"])
         + mountSection("s6", at: "\(sandbox.path)/s6", workerOptions: ["--s6", "--garbage"]))
@@ -36,8 +35,8 @@ import Testing
     let sandbox = Sandbox()
     defer { sandbox.cleanUp() }
     let notify = NotifyReceiver(in: sandbox)
-    let config = sandbox.write(
-      "mounts.toml", mountSection("slow", at: "\(sandbox.path)/slow", workerOptions: ["--mount-delay", "500"]))
+    let config = sandbox.writeConfig(
+      mountSection("slow", at: "\(sandbox.path)/slow", workerOptions: ["--mount-delay", "500"]))
     let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
     #expect(notify.wait { $0.contains("READY=1") } != nil)
@@ -49,8 +48,7 @@ import Testing
     let sandbox = Sandbox()
     defer { sandbox.cleanUp() }
     let notify = NotifyReceiver(in: sandbox)
-    let config = sandbox.write(
-      "mounts.toml",
+    let config = sandbox.writeConfig(
       mountSection("good", at: "\(sandbox.path)/good")
         + mountSection(
           "photos", at: "\(sandbox.path)/photos", workerOptions: ["--fail", "container photos does not exist"],
@@ -71,8 +69,7 @@ import Testing
     let sandbox = Sandbox()
     defer { sandbox.cleanUp() }
     let notify = NotifyReceiver(in: sandbox)
-    let config = sandbox.write(
-      "mounts.toml",
+    let config = sandbox.writeConfig(
       mountSection(
         "quiet", at: "\(sandbox.path)/quiet", workerOptions: ["--fail-quietly", "permission denied by the server"],
         extra: ["restart": "\"never\""]))
@@ -90,8 +87,7 @@ import Testing
     defer { sandbox.cleanUp() }
     let notify = NotifyReceiver(in: sandbox)
     let mountpoint = "\(sandbox.path)/stuck"
-    let config = sandbox.write(
-      "mounts.toml",
+    let config = sandbox.writeConfig(
       mountSection(
         "stuck", at: mountpoint, workerOptions: options,
         extra: ["start_timeout": "\"700ms\"", "restart": "\"never\""]))
@@ -110,7 +106,7 @@ import Testing
     defer { sandbox.cleanUp() }
     let notify = NotifyReceiver(in: sandbox)
     let mountpoint = "\(sandbox.path)/data"
-    let config = sandbox.write("mounts.toml", mountSection("data", at: mountpoint))
+    let config = sandbox.writeConfig( mountSection("data", at: mountpoint))
     let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
     #expect(notify.wait { $0.contains("READY=1") } != nil)
@@ -134,8 +130,7 @@ import Testing
     let sandbox = Sandbox()
     defer { sandbox.cleanUp() }
     let notify = NotifyReceiver(in: sandbox)
-    let config = sandbox.write(
-      "mounts.toml",
+    let config = sandbox.writeConfig(
       mountSection("steady", at: "\(sandbox.path)/steady")
         + mountSection(
           "flaky", at: "\(sandbox.path)/flaky", workerOptions: ["--crash-after", "50"],
@@ -162,7 +157,7 @@ import Testing
     #expect(statfs(mountpoint, &fs) != 0 && errno == ENOTCONN)
 
     let notify = NotifyReceiver(in: sandbox)
-    let config = sandbox.write("mounts.toml", mountSection("data", at: mountpoint))
+    let config = sandbox.writeConfig( mountSection("data", at: mountpoint))
     let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
     #expect(notify.wait { $0.contains("READY=1") } != nil, "log:\n\(daemon.log)")
@@ -188,8 +183,7 @@ import Testing
 
     let notify = NotifyReceiver(in: sandbox)
     let optional = ["required": "false", "restart": "\"never\""]
-    let config = sandbox.write(
-      "mounts.toml",
+    let config = sandbox.writeConfig(
       mountSection("mine", at: "\(sandbox.path)/mine")
         + mountSection("foreign", at: foreignPoint, extra: optional)
         + mountSection("tmpfs", at: tmpfsPoint, extra: optional))
@@ -213,8 +207,8 @@ import Testing
     let parent = "\(sandbox.path)/outer"
     let child = "\(parent)/sub"
     // Named so that name order and nesting order disagree.
-    let config = sandbox.write(
-      "mounts.toml", mountSection("a-inner", at: child) + mountSection("z-outer", at: parent))
+    let config = sandbox.writeConfig(
+      mountSection("a-inner", at: child) + mountSection("z-outer", at: parent))
     let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
     #expect(notify.wait { $0.contains("READY=1") } != nil, "log:\n\(daemon.log)")
@@ -241,8 +235,8 @@ import Testing
     defer { sandbox.cleanUp() }
     let mountpoint = "\(sandbox.path)/stubborn"
     let notify = NotifyReceiver(in: sandbox)
-    let config = sandbox.write(
-      "mounts.toml", mountSection("stubborn", at: mountpoint, workerOptions: ["--linger"], extra: ["stop_timeout": "\"200ms\""]))
+    let config = sandbox.writeConfig(
+      mountSection("stubborn", at: mountpoint, workerOptions: ["--linger"], extra: ["stop_timeout": "\"200ms\""]))
     let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
     #expect(notify.wait { $0.contains("READY=1") } != nil)
@@ -259,8 +253,7 @@ import Testing
     defer { sandbox.cleanUp() }
     let notify = NotifyReceiver(in: sandbox)
     let mountpoint = "\(sandbox.path)/rclone-like"
-    let config = sandbox.write(
-      "mounts.toml",
+    let config = sandbox.writeConfig(
       mountSection("sd", at: mountpoint, workerOptions: ["--sd-notify"], extra: ["readiness": "\"notify\""]))
     let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
@@ -274,7 +267,7 @@ import Testing
     defer { sandbox.cleanUp() }
     let notify = NotifyReceiver(in: sandbox)
     let mountpoint = "\(sandbox.path)/data"
-    let config = sandbox.write("mounts.toml", mountSection("data", at: mountpoint))
+    let config = sandbox.writeConfig( mountSection("data", at: mountpoint))
     let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
     #expect(notify.wait { $0.contains("READY=1") } != nil)
@@ -289,8 +282,8 @@ import Testing
     defer { sandbox.cleanUp() }
     let notify = NotifyReceiver(in: sandbox)
     let mountpoint = "\(sandbox.path)/data"
-    let config = sandbox.write(
-      "mounts.toml", mountSection("data", at: mountpoint, extra: ["environment": "{ EXTRA = \"{name}@{mountpoint}\" }"]))
+    let config = sandbox.writeConfig(
+      mountSection("data", at: mountpoint, extra: ["environment": "{ EXTRA = \"{name}@{mountpoint}\" }"]))
     let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
     #expect(notify.wait { $0.contains("READY=1") } != nil)

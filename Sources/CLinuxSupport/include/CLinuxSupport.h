@@ -10,6 +10,7 @@
 #include <sys/statfs.h>
 #include <sys/timerfd.h>
 #include <sys/un.h>
+#include <sys/xattr.h>
 
 /// What a worker is started with. Every fd of the parent above 2 is closed in the child except
 /// `notify_fd`, which becomes fd 3.
@@ -67,5 +68,10 @@ int mountsup_pipe(int fds[2]);
 
 /// The session id of a process, or -1.
 pid_t mountsup_session_of(pid_t pid);
+
+/// Gives the calling thread alone the user `uid` and group `gid` (real, effective and saved; `gid`
+/// as its only supplementary group). It cannot get its old ids back: call it on a thread that
+/// ends afterwards. -1 with errno on error.
+int mountsup_thread_assume_ids(uid_t uid, gid_t gid);
 
 #endif

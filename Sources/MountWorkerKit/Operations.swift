@@ -1,0 +1,409 @@
+import CFuse3
+import CMountWorkerKitSupport
+import Glibc
+
+// The C callbacks of `fuse_lowlevel_ops`. Each finds the session's filesystem through the
+// request's userdata, calls the Swift operation and turns its result or error into exactly one
+// reply. Entries and opens that the kernel did not accept (the caller was interrupted) are
+// handed back to the filesystem through forget/release so that no lookup count or handle leaks.
+
+private func fail(_ request: fuse_req_t?, _ error: FUSEError) {
+  fuse_reply_err(request, error.errno)
+}
+
+private func replyEntry(_ request: fuse_req_t?, _ entry: FUSEEntry, _ fs: any FUSEFileSystem) {
+  var parameter = entry.parameter
+  if fuse_reply_entry(request, &parameter) != 0, entry.inode.rawValue != 0 {
+    fs.forget(inode: entry.inode, lookups: 1)
+  }
+}
+
+private func replyAttributes(_ request: fuse_req_t?, _ reply: FUSEAttributeReply) {
+  var attributes = reply.attributes.raw
+  fuse_reply_attr(request, &attributes, reply.timeout)
+}
+
+private func name(_ pointer: UnsafePointer<CChar>?) -> FUSEName { FUSEName(pointer!) }
+
+private func handle(_ info: UnsafeMutablePointer<fuse_file_info>?) -> UInt64 {
+  info?.pointee.fh ?? 0
+}
+
+extension SessionContext {
+  static var operations: fuse_lowlevel_ops {
+    var ops = fuse_lowlevel_ops()
+
+    ops.`init` = { userdata, conn in
+      let context = SessionContext.of(userdata: userdata)
+      var connection = FUSEConnection(conn!.pointee)
+      context.fileSystem.initialize(&connection)
+      connection.apply(to: conn!)
+      context.notifier.ready()
+    }
+
+    ops.destroy = { userdata in
+      let context = SessionContext.of(userdata: userdata)
+      context.sendStopping()
+      context.fileSystem.destroy()
+    }
+
+    ops.lookup = { req, parent, entryName in
+      let fs = SessionContext.of(req).fileSystem
+      do throws(FUSEError) {
+        let entry = try fs.lookup(
+          FUSERequest(req!), parent: FUSEInode(parent), name: name(entryName))
+        replyEntry(req, entry, fs)
+      } catch { fail(req, error) }
+    }
+
+    ops.forget = { req, inode, lookups in
+      SessionContext.of(req).fileSystem.forget(inode: FUSEInode(inode), lookups: lookups)
+      fuse_reply_none(req)
+    }
+
+    ops.forget_multi = { req, count, forgets in
+      let fs = SessionContext.of(req).fileSystem
+      for item in UnsafeBufferPointer(start: forgets, count: count) {
+        fs.forget(inode: FUSEInode(item.ino), lookups: item.nlookup)
+      }
+      fuse_reply_none(req)
+    }
+
+    ops.getattr = { req, inode, info in
+      let fs = SessionContext.of(req).fileSystem
+      do throws(FUSEError) {
+        replyAttributes(
+          req, try fs.getattr(FUSERequest(req!), inode: FUSEInode(inode), handle: info?.pointee.fh))
+      } catch { fail(req, error) }
+    }
+
+    ops.setattr = { req, inode, attributes, valid, info in
+      let fs = SessionContext.of(req).fileSystem
+      do throws(FUSEError) {
+        let changes = FUSESetAttributes(attributes!.pointee, valid: valid)
+        replyAttributes(
+          req,
+          try fs.setattr(
+            FUSERequest(req!), inode: FUSEInode(inode), changes: changes,
+            handle: info?.pointee.fh))
+      } catch { fail(req, error) }
+    }
+
+    ops.readlink = { req, inode in
+      let fs = SessionContext.of(req).fileSystem
+      do throws(FUSEError) {
+        let target = try fs.readlink(FUSERequest(req!), inode: FUSEInode(inode))
+        fuse_reply_readlink(req, target)
+      } catch { fail(req, error) }
+    }
+
+    ops.mknod = { req, parent, entryName, mode, device in
+      let fs = SessionContext.of(req).fileSystem
+      do throws(FUSEError) {
+        let entry = try fs.mknod(
+          FUSERequest(req!), parent: FUSEInode(parent), name: name(entryName), mode: mode,
+          device: device)
+        replyEntry(req, entry, fs)
+      } catch { fail(req, error) }
+    }
+
+    ops.mkdir = { req, parent, entryName, mode in
+      let fs = SessionContext.of(req).fileSystem
+      do throws(FUSEError) {
+        let entry = try fs.mkdir(
+          FUSERequest(req!), parent: FUSEInode(parent), name: name(entryName), mode: mode)
+        replyEntry(req, entry, fs)
+      } catch { fail(req, error) }
+    }
+
+    ops.unlink = { req, parent, entryName in
+      let fs = SessionContext.of(req).fileSystem
+      do throws(FUSEError) {
+        try fs.unlink(FUSERequest(req!), parent: FUSEInode(parent), name: name(entryName))
+        fuse_reply_err(req, 0)
+      } catch { fail(req, error) }
+    }
+
+    ops.rmdir = { req, parent, entryName in
+      let fs = SessionContext.of(req).fileSystem
+      do throws(FUSEError) {
+        try fs.rmdir(FUSERequest(req!), parent: FUSEInode(parent), name: name(entryName))
+        fuse_reply_err(req, 0)
+      } catch { fail(req, error) }
+    }
+
+    ops.symlink = { req, target, parent, entryName in
+      let fs = SessionContext.of(req).fileSystem
+      do throws(FUSEError) {
+        let entry = try fs.symlink(
+          FUSERequest(req!), target: name(target), parent: FUSEInode(parent),
+          name: name(entryName))
+        replyEntry(req, entry, fs)
+      } catch { fail(req, error) }
+    }
+
+    ops.rename = { req, parent, entryName, newParent, newName, flags in
+      let fs = SessionContext.of(req).fileSystem
+      do throws(FUSEError) {
+        try fs.rename(
+          FUSERequest(req!), parent: FUSEInode(parent), name: name(entryName),
+          newParent: FUSEInode(newParent), newName: name(newName),
+          flags: FUSERenameFlags(rawValue: flags))
+        fuse_reply_err(req, 0)
+      } catch { fail(req, error) }
+    }
+
+    ops.link = { req, inode, newParent, newName in
+      let fs = SessionContext.of(req).fileSystem
+      do throws(FUSEError) {
+        let entry = try fs.link(
+          FUSERequest(req!), inode: FUSEInode(inode), newParent: FUSEInode(newParent),
+          newName: name(newName))
+        replyEntry(req, entry, fs)
+      } catch { fail(req, error) }
+    }
+
+    ops.open = { req, inode, info in
+      let fs = SessionContext.of(req).fileSystem
+      do throws(FUSEError) {
+        let flags = info!.pointee.flags
+        let reply = try fs.open(FUSERequest(req!), inode: FUSEInode(inode), flags: flags)
+        reply.apply(to: info!)
+        if fuse_reply_open(req, info) != 0 {
+          fs.release(inode: FUSEInode(inode), handle: reply.handle, flags: flags)
+        }
+      } catch { fail(req, error) }
+    }
+
+    ops.read = { req, inode, size, offset, info in
+      let fs = SessionContext.of(req).fileSystem
+      do throws(FUSEError) {
+        switch try fs.read(
+          FUSERequest(req!), inode: FUSEInode(inode), handle: handle(info), offset: Int64(offset),
+          size: size)
+        {
+        case .file(let descriptor, let offset, let length):
+          mwk_reply_fd_data(req, descriptor, offset, length)
+        case .bytes(let bytes):
+          _ = bytes.withUnsafeBytes { buffer in
+            fuse_reply_buf(
+              req, buffer.baseAddress?.assumingMemoryBound(to: CChar.self), min(buffer.count, size))
+          }
+        }
+      } catch { fail(req, error) }
+    }
+
+    ops.write = { req, inode, bytes, size, offset, info in
+      let fs = SessionContext.of(req).fileSystem
+      do throws(FUSEError) {
+        let written = try fs.write(
+          FUSERequest(req!), inode: FUSEInode(inode), handle: handle(info), offset: Int64(offset),
+          data: UnsafeRawBufferPointer(start: bytes, count: size))
+        fuse_reply_write(req, written)
+      } catch { fail(req, error) }
+    }
+
+    ops.flush = { req, inode, info in
+      let fs = SessionContext.of(req).fileSystem
+      do throws(FUSEError) {
+        try fs.flush(FUSERequest(req!), inode: FUSEInode(inode), handle: handle(info))
+        fuse_reply_err(req, 0)
+      } catch { fail(req, error) }
+    }
+
+    ops.release = { req, inode, info in
+      SessionContext.of(req).fileSystem.release(
+        inode: FUSEInode(inode), handle: handle(info), flags: info?.pointee.flags ?? 0)
+      fuse_reply_err(req, 0)
+    }
+
+    ops.fsync = { req, inode, dataOnly, info in
+      let fs = SessionContext.of(req).fileSystem
+      do throws(FUSEError) {
+        try fs.fsync(
+          FUSERequest(req!), inode: FUSEInode(inode), handle: handle(info), dataOnly: dataOnly != 0)
+        fuse_reply_err(req, 0)
+      } catch { fail(req, error) }
+    }
+
+    ops.opendir = { req, inode, info in
+      let fs = SessionContext.of(req).fileSystem
+      do throws(FUSEError) {
+        let reply = try fs.opendir(
+          FUSERequest(req!), inode: FUSEInode(inode), flags: info!.pointee.flags)
+        reply.apply(to: info!)
+        if fuse_reply_open(req, info) != 0 {
+          fs.releasedir(inode: FUSEInode(inode), handle: reply.handle)
+        }
+      } catch { fail(req, error) }
+    }
+
+    ops.readdir = { req, inode, size, offset, info in
+      let fs = SessionContext.of(req).fileSystem
+      var buffer = FUSEDirectoryBuffer(request: req!, capacity: size)
+      do throws(FUSEError) {
+        try fs.readdir(
+          FUSERequest(req!), inode: FUSEInode(inode), handle: handle(info), offset: Int64(offset),
+          into: &buffer)
+        fuse_reply_buf(req, buffer.base, buffer.count)
+      } catch {
+        if buffer.isEmpty {
+          fail(req, error)
+        } else {
+          fuse_reply_buf(req, buffer.base, buffer.count)
+        }
+      }
+    }
+
+    ops.readdirplus = { req, inode, size, offset, info in
+      let fs = SessionContext.of(req).fileSystem
+      var buffer = FUSEDirectoryBuffer(request: req!, capacity: size)
+      do throws(FUSEError) {
+        try fs.readdirplus(
+          FUSERequest(req!), inode: FUSEInode(inode), handle: handle(info), offset: Int64(offset),
+          into: &buffer)
+        fuse_reply_buf(req, buffer.base, buffer.count)
+      } catch {
+        if buffer.isEmpty {
+          fail(req, error)
+        } else {
+          fuse_reply_buf(req, buffer.base, buffer.count)
+        }
+      }
+    }
+
+    ops.releasedir = { req, inode, info in
+      SessionContext.of(req).fileSystem.releasedir(inode: FUSEInode(inode), handle: handle(info))
+      fuse_reply_err(req, 0)
+    }
+
+    ops.fsyncdir = { req, inode, dataOnly, info in
+      let fs = SessionContext.of(req).fileSystem
+      do throws(FUSEError) {
+        try fs.fsyncdir(
+          FUSERequest(req!), inode: FUSEInode(inode), handle: handle(info), dataOnly: dataOnly != 0)
+        fuse_reply_err(req, 0)
+      } catch { fail(req, error) }
+    }
+
+    ops.statfs = { req, inode in
+      let fs = SessionContext.of(req).fileSystem
+      do throws(FUSEError) {
+        var statistics = try fs.statfs(FUSERequest(req!), inode: FUSEInode(inode))
+        fuse_reply_statfs(req, &statistics)
+      } catch { fail(req, error) }
+    }
+
+    ops.setxattr = { req, inode, attributeName, value, size, flags in
+      let fs = SessionContext.of(req).fileSystem
+      do throws(FUSEError) {
+        try fs.setxattr(
+          FUSERequest(req!), inode: FUSEInode(inode), name: name(attributeName),
+          value: UnsafeRawBufferPointer(start: value, count: size), flags: flags)
+        fuse_reply_err(req, 0)
+      } catch { fail(req, error) }
+    }
+
+    ops.getxattr = { req, inode, attributeName, size in
+      let fs = SessionContext.of(req).fileSystem
+      replyXattr(req, size: size) { buffer throws(FUSEError) in
+        try fs.getxattr(
+          FUSERequest(req!), inode: FUSEInode(inode), name: name(attributeName), into: buffer)
+      }
+    }
+
+    ops.listxattr = { req, inode, size in
+      let fs = SessionContext.of(req).fileSystem
+      replyXattr(req, size: size) { buffer throws(FUSEError) in
+        try fs.listxattr(FUSERequest(req!), inode: FUSEInode(inode), into: buffer)
+      }
+    }
+
+    ops.removexattr = { req, inode, attributeName in
+      let fs = SessionContext.of(req).fileSystem
+      do throws(FUSEError) {
+        try fs.removexattr(FUSERequest(req!), inode: FUSEInode(inode), name: name(attributeName))
+        fuse_reply_err(req, 0)
+      } catch { fail(req, error) }
+    }
+
+    ops.access = { req, inode, mask in
+      let fs = SessionContext.of(req).fileSystem
+      do throws(FUSEError) {
+        try fs.access(FUSERequest(req!), inode: FUSEInode(inode), mask: mask)
+        fuse_reply_err(req, 0)
+      } catch { fail(req, error) }
+    }
+
+    ops.create = { req, parent, entryName, mode, info in
+      let fs = SessionContext.of(req).fileSystem
+      do throws(FUSEError) {
+        let flags = info!.pointee.flags
+        let (entry, reply) = try fs.create(
+          FUSERequest(req!), parent: FUSEInode(parent), name: name(entryName), mode: mode,
+          flags: flags)
+        reply.apply(to: info!)
+        var parameter = entry.parameter
+        if fuse_reply_create(req, &parameter, info) != 0 {
+          fs.release(inode: entry.inode, handle: reply.handle, flags: flags)
+          fs.forget(inode: entry.inode, lookups: 1)
+        }
+      } catch { fail(req, error) }
+    }
+
+    ops.fallocate = { req, inode, mode, offset, length, info in
+      let fs = SessionContext.of(req).fileSystem
+      do throws(FUSEError) {
+        try fs.fallocate(
+          FUSERequest(req!), inode: FUSEInode(inode), handle: handle(info), mode: mode,
+          offset: Int64(offset), length: Int64(length))
+        fuse_reply_err(req, 0)
+      } catch { fail(req, error) }
+    }
+
+    ops.copy_file_range = {
+      req, sourceInode, sourceOffset, sourceInfo, targetInode, targetOffset, targetInfo, length,
+      flags in
+      let fs = SessionContext.of(req).fileSystem
+      do throws(FUSEError) {
+        let copied = try fs.copyFileRange(
+          FUSERequest(req!), from: FUSEInode(sourceInode), handle: handle(sourceInfo),
+          offset: Int64(sourceOffset), to: FUSEInode(targetInode), handle: handle(targetInfo),
+          offset: Int64(targetOffset), length: length, flags: UInt32(bitPattern: flags))
+        fuse_reply_write(req, copied)
+      } catch { fail(req, error) }
+    }
+
+    ops.lseek = { req, inode, offset, whence, info in
+      let fs = SessionContext.of(req).fileSystem
+      do throws(FUSEError) {
+        let result = try fs.lseek(
+          FUSERequest(req!), inode: FUSEInode(inode), handle: handle(info), offset: Int64(offset),
+          whence: whence)
+        fuse_reply_lseek(req, off_t(result))
+      } catch { fail(req, error) }
+    }
+
+    return ops
+  }
+}
+
+/// Answers getxattr/listxattr: a size query when `size` is 0, the bytes otherwise.
+private func replyXattr(
+  _ request: fuse_req_t?, size: Int,
+  _ body: (UnsafeMutableRawBufferPointer) throws(FUSEError) -> Int
+) {
+  if size == 0 {
+    do throws(FUSEError) {
+      fuse_reply_xattr(request, try body(UnsafeMutableRawBufferPointer(start: nil, count: 0)))
+    } catch { fail(request, error) }
+    return
+  }
+  withUnsafeTemporaryAllocation(byteCount: size, alignment: 1) { buffer in
+    do throws(FUSEError) {
+      let length = try body(buffer)
+      fuse_reply_buf(
+        request, buffer.baseAddress?.assumingMemoryBound(to: CChar.self), min(length, size))
+    } catch { fail(request, error) }
+  }
+}

@@ -1,0 +1,102 @@
+import ArgumentParser
+import CMountWorkerKitSupport
+import Glibc
+import MountWorkerKit
+
+@main
+struct MirrorCommand: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    commandName: "mountsup-mirror",
+    abstract: "Mirror the directory SOURCE at MOUNTPOINT through FUSE.",
+    discussion: """
+      Runs in the foreground until MOUNTPOINT is unmounted or it gets SIGTERM/SIGINT, then \
+      unmounts and exits 0; exits 1 if it cannot start. Started by mountsupd it reports \
+      readiness on MOUNTSUP_NOTIFY_FD.
+
+      \(MirrorOptions.help)
+      """)
+
+  @Argument(help: "The directory to mirror.")
+  var source: String
+
+  @Argument(help: "Where to mount the mirror (an existing directory).")
+  var mountpoint: String
+
+  @Option(
+    name: .customShort("o"), help: ArgumentHelp("Mount options (see below).", valueName: "options"))
+  var optionLists: [String] = []
+
+  @Flag(
+    name: .customShort("f"), help: "Accepted and ignored: the mirror always runs in the foreground."
+  )
+  var foreground = false
+
+  func validate() throws {
+    do {
+      _ = try MirrorOptions(parsing: optionLists)
+    } catch {
+      throw ValidationError(error.description)
+    }
+  }
+
+  /// Parses like ``ParsableCommand/main()`` but also tells a supervisor why bad arguments stop
+  /// the worker, since its stderr may be the only other place that says so.
+  static func main() {
+    do {
+      try parse().start()
+    } catch {
+      if exitCode(for: error) != .success {
+        SupervisorNotifier.shared.failure(message(for: error), errno: EINVAL)
+      }
+      exit(withError: error)
+    }
+  }
+
+  func start() throws -> Never {
+    let options = try MirrorOptions(parsing: optionLists)
+    guard let resolved = realpath(source, nil) else {
+      let code = errno
+      FUSEWorker.exit(failure: "source \(source): \(String(cString: strerror(code)))", errno: code)
+    }
+    let sourcePath = String(cString: resolved)
+    free(resolved)
+
+    let rootDescriptor = open(sourcePath, MWK_O_PATH | O_DIRECTORY | O_CLOEXEC)
+    var rootAttributes = stat()
+    guard rootDescriptor >= 0,
+      fstatat(rootDescriptor, "", &rootAttributes, MWK_AT_EMPTY_PATH) == 0
+    else {
+      let code = errno
+      FUSEWorker.exit(
+        failure: "source \(sourcePath): \(String(cString: strerror(code)))", errno: code)
+    }
+
+    // The kernel already applied the caller's umask to every mode it sends.
+    umask(0)
+    raiseDescriptorLimit()
+
+    let fileSystem = MirrorFileSystem(
+      root: MirrorNode(descriptor: rootDescriptor, key: SourceKey(rootAttributes)),
+      timeouts: MirrorTimeouts(
+        attributes: options.attributeTimeout, entries: options.entryTimeout,
+        negativeEntries: options.negativeTimeout))
+    let worker = FUSEWorker(
+      fileSystem: fileSystem, mountpoint: mountpoint,
+      options: FUSEMountOptions(
+        fsName: options.fsName ?? "mountsup-mirror:\(sourcePath)", subtype: "mountsup-mirror",
+        readOnly: options.readOnly, allowOther: options.allowOther, defaultPermissions: true,
+        additional: options.kernelFlags),
+      configuration: FUSEWorkerConfiguration(
+        maxThreads: options.maxThreads, maxIdleThreads: options.maxThreads))
+    worker.runAndExit()
+  }
+
+  /// Every file the kernel knows holds one descriptor; lift the soft limit to the hard one.
+  private func raiseDescriptorLimit() {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max
+    else { return }
+    limit.rlim_cur = limit.rlim_max
+    _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+  }
+}

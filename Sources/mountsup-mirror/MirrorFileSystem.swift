@@ -1,0 +1,596 @@
+import CMountWorkerKitSupport
+import Glibc
+import MountWorkerKit
+import Synchronization
+
+/// Cache lifetimes the kernel is given, in seconds.
+struct MirrorTimeouts: Sendable {
+  var attributes: Double = 1
+  var entries: Double = 1
+  var negativeEntries: Double = 0
+}
+
+/// A passthrough of the directory SOURCE: every operation is the same syscall on the same file
+/// of SOURCE, made relative to the `O_PATH` descriptor of the node it concerns (as libfuse's
+/// passthrough_ll does), so renames and unlinks under an open file never confuse it.
+///
+/// Writes go straight to SOURCE (no kernel writeback cache): once write(2) has returned in the
+/// mount, the data is in SOURCE and survives the worker being killed; fsync(2) reaches SOURCE's
+/// disk. Permission checks are the kernel's (`default_permissions`); files created for another
+/// user are given to that user when the worker runs as root.
+final class MirrorFileSystem: FUSEFileSystem {
+  let nodes: InodeTable
+  let timeouts: MirrorTimeouts
+  private let runsAsRoot = geteuid() == 0
+
+  /// How long an entry reply keeps the kernel's name and attributes valid, in nanoseconds.
+  private let freshFor: UInt64
+  /// SOURCE's device when SOURCE is on a local filesystem, whose close(2) never reports an
+  /// error; files there are opened without flush, which saves a round trip per close.
+  private let localDevice: UInt64?
+
+  init(root: MirrorNode, timeouts: MirrorTimeouts) {
+    nodes = InodeTable(root: root)
+    self.timeouts = timeouts
+    // Capped at 30 years, which keeps the nanoseconds within UInt64.
+    freshFor = UInt64(min(timeouts.attributes, timeouts.entries, 1e9) * 1e9)
+    let isLocal = MirrorFileSystem.localFilesystemTypes.contains(
+      mwk_filesystem_type(root.descriptor))
+    localDevice = isLocal ? root.key.device : nil
+  }
+
+  /// statfs(2) magic numbers of disk and memory filesystems: ext2/3/4, XFS, Btrfs, F2FS, ZFS,
+  /// bcachefs, tmpfs, ramfs. Network and FUSE filesystems are not among them: they may report
+  /// deferred write errors on close, which flush passes on.
+  static let localFilesystemTypes: Set<Int64> = [
+    0xEF53, 0x5846_5342, 0x9123_683E, 0xF2F5_2010, 0x2FC1_2FC1, 0xCA45_1A4E, 0x0102_1994,
+    0x8584_58F6,
+  ]
+
+  func initialize(_ connection: inout FUSEConnection) {
+    connection.wanted.insert([.readdirPlus, .readdirPlusAuto, .cacheSymlinks, .spliceWrite])
+    // The kernel clears set-id bits through setattr, which this mirror performs with the
+    // caller's view; a root worker writing through its own descriptor would not clear them.
+    connection.wanted.remove(.handleKillPrivileges)
+    connection.maxWrite = 1 << 20
+    connection.maxBackground = 64
+    connection.congestionThreshold = 48
+    connection.timeGranularity = 1
+  }
+
+  // MARK: Names and attributes
+
+  func lookup(_ request: FUSERequest, parent: FUSEInode, name: FUSEName) throws(FUSEError)
+    -> FUSEEntry
+  {
+    do throws(FUSEError) {
+      return try entry(in: nodes.node(parent), name: name)
+    } catch {
+      guard error.errno == ENOENT, timeouts.negativeEntries > 0 else { throw error }
+      return .negative(timeout: timeouts.negativeEntries)
+    }
+  }
+
+  /// Looks `name` up in `directory` and counts the lookup. A file the kernel already knows
+  /// costs one fstatat; a new one is opened with `O_PATH` and adopted.
+  private func entry(in directory: MirrorNode, name: UnsafePointer<CChar>) throws(FUSEError)
+    -> FUSEEntry
+  {
+    var attributes = stat()
+    guard fstatat(directory.descriptor, name, &attributes, AT_SYMLINK_NOFOLLOW) == 0 else {
+      throw .current
+    }
+    if let node = nodes.retainExisting(SourceKey(attributes)) {
+      return entry(node, attributes)
+    }
+    let descriptor = openat(directory.descriptor, name, MWK_O_PATH | O_NOFOLLOW | O_CLOEXEC)
+    guard descriptor >= 0 else { throw .current }
+    return try adopt(descriptor)
+  }
+
+  private func entry(in directory: MirrorNode, name: FUSEName) throws(FUSEError) -> FUSEEntry {
+    try entry(in: directory, name: name.cString)
+  }
+
+  /// Counts a lookup of the file behind the new `O_PATH` descriptor, which it takes over.
+  private func adopt(_ descriptor: Int32) throws(FUSEError) -> FUSEEntry {
+    var attributes = stat()
+    guard fstatat(descriptor, "", &attributes, MWK_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 else {
+      let error = FUSEError.current
+      close(descriptor)
+      throw error
+    }
+    let node = nodes.retain(MirrorNode(descriptor: descriptor, key: SourceKey(attributes)))
+    return entry(node, attributes)
+  }
+
+  private func entry(_ node: MirrorNode, _ attributes: stat) -> FUSEEntry {
+    node.markFresh(until: monotonicNanoseconds() + freshFor)
+    return FUSEEntry(
+      inode: nodes.id(of: node), attributes: FUSEAttributes(attributes),
+      attributeTimeout: timeouts.attributes, entryTimeout: timeouts.entries)
+  }
+
+  func forget(inode: FUSEInode, lookups: UInt64) {
+    nodes.forget(inode, count: lookups)
+  }
+
+  func getattr(_ request: FUSERequest, inode: FUSEInode, handle: UInt64?) throws(FUSEError)
+    -> FUSEAttributeReply
+  {
+    FUSEAttributeReply(
+      attributes: try attributes(of: inode, handle: handle), timeout: timeouts.attributes)
+  }
+
+  private func attributes(of inode: FUSEInode, handle: UInt64?) throws(FUSEError)
+    -> FUSEAttributes
+  {
+    var attributes = stat()
+    let result =
+      if let handle {
+        fstat(Int32(truncatingIfNeeded: handle), &attributes)
+      } else {
+        fstatat(
+          nodes.node(inode).descriptor, "", &attributes, MWK_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)
+      }
+    guard result == 0 else { throw .current }
+    return FUSEAttributes(attributes)
+  }
+
+  func setattr(
+    _ request: FUSERequest, inode: FUSEInode, changes: FUSESetAttributes, handle: UInt64?
+  ) throws(FUSEError) -> FUSEAttributeReply {
+    let node = nodes.node(inode)
+    let file = handle.map { Int32(truncatingIfNeeded: $0) }
+    // Ownership first: chown clears set-id bits that a chmod in the same request may set.
+    if changes.uid != nil || changes.gid != nil {
+      let uid = changes.uid ?? uid_t.max
+      let gid = changes.gid ?? gid_t.max
+      guard
+        fchownat(node.descriptor, "", uid, gid, MWK_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0
+      else { throw .current }
+    }
+    if let mode = changes.mode {
+      let result =
+        if let file { fchmod(file, mode) } else {
+          withProcPath(node.descriptor) { chmod($0, mode) }
+        }
+      guard result == 0 else { throw .current }
+    }
+    if let size = changes.size {
+      let result =
+        if let file {
+          ftruncate(file, off_t(size))
+        } else {
+          withProcPath(node.descriptor) { truncate($0, off_t(size)) }
+        }
+      guard result == 0 else { throw .current }
+    }
+    if changes.accessTime != nil || changes.modificationTime != nil {
+      let omit = timespec(tv_sec: 0, tv_nsec: Int(MWK_UTIME_OMIT))
+      let times = [
+        changes.accessTime?.timespec ?? omit, changes.modificationTime?.timespec ?? omit,
+      ]
+      let result =
+        if let file {
+          futimens(file, times)
+        } else {
+          utimensat(node.descriptor, "", times, MWK_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)
+        }
+      guard result == 0 else { throw .current }
+    }
+    return FUSEAttributeReply(
+      attributes: try attributes(of: inode, handle: handle), timeout: timeouts.attributes)
+  }
+
+  func readlink(_ request: FUSERequest, inode: FUSEInode) throws(FUSEError) -> String {
+    let capacity = Int(PATH_MAX) + 1
+    return try withUnsafeTemporaryAllocation(of: UInt8.self, capacity: capacity) {
+      buffer throws(FUSEError) -> String in
+      let length = buffer.withMemoryRebound(to: CChar.self) {
+        readlinkat(nodes.node(inode).descriptor, "", $0.baseAddress!, capacity)
+      }
+      guard length >= 0 else { throw .current }
+      guard length < capacity else { throw FUSEError(ENAMETOOLONG) }
+      return String(decoding: UnsafeBufferPointer(rebasing: buffer[..<length]), as: UTF8.self)
+    }
+  }
+
+  // MARK: Creating and removing names
+
+  func mknod(
+    _ request: FUSERequest, parent: FUSEInode, name: FUSEName, mode: mode_t, device: dev_t
+  ) throws(FUSEError) -> FUSEEntry {
+    let directory = nodes.node(parent)
+    guard mknodat(directory.descriptor, name.cString, mode, device) == 0 else { throw .current }
+    try giveToCaller(request, directory: directory, name: name, removeFlags: 0)
+    return try entry(in: directory, name: name)
+  }
+
+  func mkdir(_ request: FUSERequest, parent: FUSEInode, name: FUSEName, mode: mode_t)
+    throws(FUSEError) -> FUSEEntry
+  {
+    let directory = nodes.node(parent)
+    guard mkdirat(directory.descriptor, name.cString, mode) == 0 else { throw .current }
+    try giveToCaller(request, directory: directory, name: name, removeFlags: AT_REMOVEDIR)
+    return try entry(in: directory, name: name)
+  }
+
+  func symlink(_ request: FUSERequest, target: FUSEName, parent: FUSEInode, name: FUSEName)
+    throws(FUSEError) -> FUSEEntry
+  {
+    let directory = nodes.node(parent)
+    guard symlinkat(target.cString, directory.descriptor, name.cString) == 0 else {
+      throw .current
+    }
+    try giveToCaller(request, directory: directory, name: name, removeFlags: 0)
+    return try entry(in: directory, name: name)
+  }
+
+  func link(_ request: FUSERequest, inode: FUSEInode, newParent: FUSEInode, newName: FUSEName)
+    throws(FUSEError) -> FUSEEntry
+  {
+    let node = nodes.node(inode)
+    let directory = nodes.node(newParent)
+    let result = withProcPath(node.descriptor) {
+      linkat(AT_FDCWD, $0, directory.descriptor, newName.cString, AT_SYMLINK_FOLLOW)
+    }
+    guard result == 0 else { throw .current }
+    return try entry(in: directory, name: newName)
+  }
+
+  func unlink(_ request: FUSERequest, parent: FUSEInode, name: FUSEName) throws(FUSEError) {
+    guard unlinkat(nodes.node(parent).descriptor, name.cString, 0) == 0 else { throw .current }
+  }
+
+  func rmdir(_ request: FUSERequest, parent: FUSEInode, name: FUSEName) throws(FUSEError) {
+    guard unlinkat(nodes.node(parent).descriptor, name.cString, AT_REMOVEDIR) == 0 else {
+      throw .current
+    }
+  }
+
+  func rename(
+    _ request: FUSERequest, parent: FUSEInode, name: FUSEName, newParent: FUSEInode,
+    newName: FUSEName, flags: FUSERenameFlags
+  ) throws(FUSEError) {
+    guard
+      mwk_renameat2(
+        nodes.node(parent).descriptor, name.cString, nodes.node(newParent).descriptor,
+        newName.cString, flags.rawValue) == 0
+    else { throw .current }
+  }
+
+  /// A root worker creates files as root; give a new file to the user who asked for it, with
+  /// the group the caller's (or, in a set-group-id directory, the directory's). On failure
+  /// the new file is removed again so that the caller sees one error and no half-made file.
+  private func giveToCaller(
+    _ request: FUSERequest, directory: MirrorNode, name: FUSEName, removeFlags: Int32,
+    descriptor: Int32? = nil
+  ) throws(FUSEError) {
+    guard runsAsRoot else { return }
+    let caller = request.context
+    guard caller.uid != 0 || caller.gid != 0 else { return }
+    var parent = stat()
+    guard fstatat(directory.descriptor, "", &parent, MWK_AT_EMPTY_PATH) == 0 else {
+      throw .current
+    }
+    let gid = parent.st_mode & S_ISGID != 0 ? gid_t.max : caller.gid
+    let result =
+      if let descriptor {
+        fchown(descriptor, caller.uid, gid)
+      } else {
+        fchownat(directory.descriptor, name.cString, caller.uid, gid, AT_SYMLINK_NOFOLLOW)
+      }
+    guard result == 0 else {
+      let error = FUSEError.current
+      unlinkat(directory.descriptor, name.cString, removeFlags)
+      throw error
+    }
+  }
+
+  // MARK: Files
+
+  /// Open flags for SOURCE: `O_DIRECT` is answered with direct I/O in the kernel instead
+  /// (SOURCE stays buffered, so no alignment rules apply to the worker's buffers).
+  private func ioFlags(_ flags: Int32) -> Int32 {
+    (flags & ~MWK_O_DIRECT) | O_CLOEXEC
+  }
+
+  private func openReply(_ descriptor: Int32, flags: Int32, node: MirrorNode) -> FUSEOpenReply {
+    FUSEOpenReply(
+      handle: UInt64(descriptor), keepCache: true, directIO: flags & MWK_O_DIRECT != 0,
+      noFlush: flags & O_ACCMODE == O_RDONLY || node.key.device == localDevice)
+  }
+
+  func open(_ request: FUSERequest, inode: FUSEInode, flags: Int32) throws(FUSEError)
+    -> FUSEOpenReply
+  {
+    let node = nodes.node(inode)
+    // Through the magic link, which O_NOFOLLOW would refuse; it names the node's file itself.
+    let descriptor = withProcPath(node.descriptor) {
+      Glibc.open($0, ioFlags(flags) & ~O_NOFOLLOW)
+    }
+    guard descriptor >= 0 else { throw .current }
+    return openReply(descriptor, flags: flags, node: node)
+  }
+
+  func create(
+    _ request: FUSERequest, parent: FUSEInode, name: FUSEName, mode: mode_t, flags: Int32
+  ) throws(FUSEError) -> (entry: FUSEEntry, open: FUSEOpenReply) {
+    let directory = nodes.node(parent)
+    // O_EXCL stays as asked; O_NOFOLLOW is added so that a symlink put into SOURCE behind the
+    // kernel's back is never followed out of SOURCE by a root worker.
+    let descriptor = openat(
+      directory.descriptor, name.cString, ioFlags(flags) | O_CREAT | O_NOFOLLOW, mode)
+    guard descriptor >= 0 else { throw .current }
+    do throws(FUSEError) {
+      try giveToCaller(
+        request, directory: directory, name: name, removeFlags: 0, descriptor: descriptor)
+      // The O_PATH node comes from the open file itself, so a concurrent rename of `name`
+      // cannot make the entry describe another file.
+      let path = withProcPath(descriptor) { Glibc.open($0, MWK_O_PATH | O_CLOEXEC) }
+      guard path >= 0 else { throw FUSEError.current }
+      let entry = try adopt(path)
+      return (entry, openReply(descriptor, flags: flags, node: nodes.node(entry.inode)))
+    } catch {
+      close(descriptor)
+      throw error
+    }
+  }
+
+  func read(_ request: FUSERequest, inode: FUSEInode, handle: UInt64, offset: Int64, size: Int)
+    throws(FUSEError) -> FUSEReadReply
+  {
+    .file(descriptor: Int32(truncatingIfNeeded: handle), offset: offset, length: size)
+  }
+
+  func write(
+    _ request: FUSERequest, inode: FUSEInode, handle: UInt64, offset: Int64,
+    data: UnsafeRawBufferPointer
+  ) throws(FUSEError) -> Int {
+    let written = pwrite(
+      Int32(truncatingIfNeeded: handle), data.baseAddress, data.count, off_t(offset))
+    guard written >= 0 else { throw .current }
+    return written
+  }
+
+  func flush(_ request: FUSERequest, inode: FUSEInode, handle: UInt64) throws(FUSEError) {
+    // Closing a duplicate reports errors SOURCE defers to close (NFS, for one) to the caller.
+    let duplicate = dup(Int32(truncatingIfNeeded: handle))
+    guard duplicate >= 0, close(duplicate) == 0 else { throw .current }
+  }
+
+  func release(inode: FUSEInode, handle: UInt64, flags: Int32) {
+    close(Int32(truncatingIfNeeded: handle))
+  }
+
+  func fsync(_ request: FUSERequest, inode: FUSEInode, handle: UInt64, dataOnly: Bool)
+    throws(FUSEError)
+  {
+    let descriptor = Int32(truncatingIfNeeded: handle)
+    guard (dataOnly ? fdatasync(descriptor) : Glibc.fsync(descriptor)) == 0 else {
+      throw .current
+    }
+  }
+
+  func fallocate(
+    _ request: FUSERequest, inode: FUSEInode, handle: UInt64, mode: Int32, offset: Int64,
+    length: Int64
+  ) throws(FUSEError) {
+    guard mwk_fallocate(Int32(truncatingIfNeeded: handle), mode, offset, length) == 0 else {
+      throw .current
+    }
+  }
+
+  func copyFileRange(
+    _ request: FUSERequest, from source: FUSEInode, handle sourceHandle: UInt64,
+    offset sourceOffset: Int64, to target: FUSEInode, handle targetHandle: UInt64,
+    offset targetOffset: Int64, length: Int, flags: UInt32
+  ) throws(FUSEError) -> Int {
+    let copied = mwk_copy_file_range(
+      Int32(truncatingIfNeeded: sourceHandle), sourceOffset,
+      Int32(truncatingIfNeeded: targetHandle),
+      targetOffset, length, flags)
+    guard copied >= 0 else { throw .current }
+    return copied
+  }
+
+  func lseek(
+    _ request: FUSERequest, inode: FUSEInode, handle: UInt64, offset: Int64, whence: Int32
+  ) throws(FUSEError) -> Int64 {
+    let result = Glibc.lseek(Int32(truncatingIfNeeded: handle), off_t(offset), whence)
+    guard result >= 0 else { throw .current }
+    return Int64(result)
+  }
+
+  // MARK: Directories
+
+  func opendir(_ request: FUSERequest, inode: FUSEInode, flags: Int32) throws(FUSEError)
+    -> FUSEOpenReply
+  {
+    let descriptor = openat(
+      nodes.node(inode).descriptor, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard descriptor >= 0 else { throw .current }
+    guard let stream = fdopendir(descriptor) else {
+      let error = FUSEError.current
+      close(descriptor)
+      throw error
+    }
+    let directory = DirectoryHandle(stream: stream)
+    return FUSEOpenReply(
+      handle: UInt64(UInt(bitPattern: Unmanaged.passRetained(directory).toOpaque())))
+  }
+
+  private func directory(_ handle: UInt64) -> DirectoryHandle {
+    Unmanaged<DirectoryHandle>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(handle))!)
+      .takeUnretainedValue()
+  }
+
+  func releasedir(inode: FUSEInode, handle: UInt64) {
+    Unmanaged<DirectoryHandle>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(handle))!).release()
+  }
+
+  func fsyncdir(_ request: FUSERequest, inode: FUSEInode, handle: UInt64, dataOnly: Bool)
+    throws(FUSEError)
+  {
+    let descriptor = dirfd(directory(handle).stream)
+    guard (dataOnly ? fdatasync(descriptor) : Glibc.fsync(descriptor)) == 0 else {
+      throw .current
+    }
+  }
+
+  func readdir(
+    _ request: FUSERequest, inode: FUSEInode, handle: UInt64, offset: Int64,
+    into buffer: inout FUSEDirectoryBuffer
+  ) throws(FUSEError) {
+    try directory(handle).list(from: offset) { entry, nextOffset in
+      withDirentName(entry) { name in
+        buffer.add(
+          name: name, inode: UInt64(entry.pointee.d_ino),
+          type: mode_t(entry.pointee.d_type) << 12, nextOffset: nextOffset)
+      }
+    }
+  }
+
+  func readdirplus(
+    _ request: FUSERequest, inode: FUSEInode, handle: UInt64, offset: Int64,
+    into buffer: inout FUSEDirectoryBuffer
+  ) throws(FUSEError) {
+    let parent = nodes.node(inode)
+    let instant = monotonicNanoseconds()
+    try directory(handle).list(from: offset) { entry, nextOffset throws(FUSEError) in
+      try withDirentName(entry) { name throws(FUSEError) in
+        // An entry with node id 0 is a plain name for the kernel: no attributes, no lookup
+        // counted. That suits "." and "..", and files whose name and attributes the kernel
+        // still holds as valid: refreshing them would cost a stat here and work in the
+        // kernel, and it would keep the kernel choosing readdirplus for listings that do not
+        // need it (its heuristic follows the entries that came with attributes).
+        let key = SourceKey(device: parent.key.device, inode: UInt64(entry.pointee.d_ino))
+        if FUSEName(name).isDotOrDotDot || nodes.peek(key)?.isFresh(at: instant) == true {
+          var attributes = stat()
+          attributes.st_ino = entry.pointee.d_ino
+          attributes.st_mode = mode_t(entry.pointee.d_type) << 12
+          let nameOnly = FUSEEntry(
+            inode: FUSEInode(0), attributes: FUSEAttributes(attributes), attributeTimeout: 0,
+            entryTimeout: 0)
+          return buffer.addPlus(name: name, entry: nameOnly, nextOffset: nextOffset)
+        }
+        let found: FUSEEntry
+        do throws(FUSEError) {
+          found = try self.entry(in: parent, name: name)
+        } catch {
+          // Removed since the listing was read: leave it out.
+          guard error.errno == ENOENT else { throw error }
+          return true
+        }
+        guard buffer.addPlus(name: name, entry: found, nextOffset: nextOffset) else {
+          nodes.forget(found.inode, count: 1)
+          return false
+        }
+        return true
+      }
+    }
+  }
+
+  // MARK: Filesystem and extended attributes
+
+  func statfs(_ request: FUSERequest, inode: FUSEInode) throws(FUSEError) -> statvfs {
+    var statistics = statvfs()
+    guard fstatvfs(nodes.node(inode).descriptor, &statistics) == 0 else { throw .current }
+    return statistics
+  }
+
+  func access(_ request: FUSERequest, inode: FUSEInode, mask: Int32) throws(FUSEError) {
+    guard faccessat(nodes.node(inode).descriptor, "", mask, MWK_AT_EMPTY_PATH) == 0 else {
+      throw .current
+    }
+  }
+
+  func setxattr(
+    _ request: FUSERequest, inode: FUSEInode, name: FUSEName, value: UnsafeRawBufferPointer,
+    flags: Int32
+  ) throws(FUSEError) {
+    let result = withProcPath(nodes.node(inode).descriptor) {
+      CMountWorkerKitSupport.setxattr($0, name.cString, value.baseAddress, value.count, flags)
+    }
+    guard result == 0 else { throw .current }
+  }
+
+  func getxattr(
+    _ request: FUSERequest, inode: FUSEInode, name: FUSEName,
+    into buffer: UnsafeMutableRawBufferPointer
+  ) throws(FUSEError) -> Int {
+    let length = withProcPath(nodes.node(inode).descriptor) {
+      CMountWorkerKitSupport.getxattr($0, name.cString, buffer.baseAddress, buffer.count)
+    }
+    guard length >= 0 else { throw .current }
+    return length
+  }
+
+  func listxattr(
+    _ request: FUSERequest, inode: FUSEInode, into buffer: UnsafeMutableRawBufferPointer
+  ) throws(FUSEError) -> Int {
+    let length = withProcPath(nodes.node(inode).descriptor) {
+      CMountWorkerKitSupport.listxattr(
+        $0, buffer.baseAddress?.assumingMemoryBound(to: CChar.self), buffer.count)
+    }
+    guard length >= 0 else { throw .current }
+    return length
+  }
+
+  func removexattr(_ request: FUSERequest, inode: FUSEInode, name: FUSEName) throws(FUSEError) {
+    let result = withProcPath(nodes.node(inode).descriptor) {
+      CMountWorkerKitSupport.removexattr($0, name.cString)
+    }
+    guard result == 0 else { throw .current }
+  }
+}
+
+/// Runs `body` with the NUL-terminated name of a directory entry.
+@inline(__always)
+private func withDirentName<Result, Failure: Error>(
+  _ entry: UnsafeMutablePointer<dirent>,
+  _ body: (UnsafePointer<CChar>) throws(Failure) -> Result
+) throws(Failure) -> Result {
+  let name = UnsafeRawPointer(entry).advanced(by: MemoryLayout<dirent>.offset(of: \.d_name)!)
+    .assumingMemoryBound(to: CChar.self)
+  return try body(name)
+}
+
+/// An open directory: its stream and where the stream stands, so that consecutive readdir
+/// requests continue without seeking. Requests on one handle are serialised.
+final class DirectoryHandle: Sendable {
+  /// The `DIR *`, only used under `position`'s lock.
+  nonisolated(unsafe) let stream: OpaquePointer
+  /// The offset the stream will read next.
+  private let position = Mutex<Int64>(0)
+
+  init(stream: OpaquePointer) { self.stream = stream }
+
+  deinit { closedir(stream) }
+
+  /// Feeds entries from `offset` on to `add` until it returns `false` (full) or the directory
+  /// ends. `add` gets each entry with the offset of the entry after it.
+  func list(
+    from offset: Int64,
+    _ add: (UnsafeMutablePointer<dirent>, Int64) throws(FUSEError) -> Bool
+  ) throws(FUSEError) {
+    try position.withLock { position throws(FUSEError) in
+      if position != offset {
+        seekdir(stream, Int(offset))
+        position = offset
+      }
+      while true {
+        Glibc.errno = 0
+        guard let entry = Glibc.readdir(stream) else {
+          if Glibc.errno != 0 { throw FUSEError.current }
+          return
+        }
+        let next = Int64(entry.pointee.d_off)
+        position = next
+        // An entry that did not fit is asked for again by offset, which seeks back to it.
+        guard try add(entry, next) else { return }
+      }
+    }
+  }
+}
