@@ -44,7 +44,8 @@ final class MountProbe: Sendable {
     let target = probePath.map { mountpoint + "/" + $0 }
     Thread.detachNewThread { [self] in
       if let owner, case let code = owner.assumeOnThisThread(), code != 0 {
-        send("cannot probe as the mount's owner (uid \(owner.uid), gid \(owner.gid)): \(errorText(code))")
+        let who = "uid \(owner.uid), gid \(owner.gid)"
+        send("cannot probe as the mount's owner (\(who)): \(errorText(code))")
         close(writeEnd)
         return
       }

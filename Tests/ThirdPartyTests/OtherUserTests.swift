@@ -37,7 +37,8 @@ import Testing
 
     let mount = try #require(fuseMount(at: mountpoint))
     #expect(mount.superOptions.contains("user_id=\(user.uid),group_id=\(user.gid)"), "\(mount)")
-    // The supervisor created the mountpoint for the worker's user, as fusermount3 requires.
+    // The supervisor created the missing directories for the worker's user, as fusermount3
+    // requires of a mountpoint (the mountpoint itself now shows the mount's root).
     var parent = stat()
     #expect(stat(sandbox.path + "/mnt", &parent) == 0 && parent.st_uid == user.uid)
     #expect(readFile(mountpoint + "/docs/hello") == nil, "root read a mount without allow_other")
