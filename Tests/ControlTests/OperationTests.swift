@@ -107,13 +107,11 @@ struct OperationTests {
     #expect(slow.status == 0, "\(slow)")
     #expect(try daemon.mount("slow").state == "ready", "answered once the mount was confirmed")
 
-    let began = ContinuousClock.now
     let silent = try await daemon.ctl("wait-ready", "silent", "slow", "--timeout", "300ms")
     #expect(silent.status == 3, "\(silent)")
     #expect(
       silent.errors.contains("not ready within 300ms") && silent.errors.contains("silent: starting")
     )
-    #expect(ContinuousClock.now - began < .seconds(10))
 
     try await waitFor("broken failed") { try daemon.mount("broken").state == "failed" }
     let broken = try await daemon.ctl("wait-ready", "--timeout", "30s")
