@@ -8,8 +8,4 @@ extension MonotonicInstant {
     clock_gettime(CLOCK_MONOTONIC, &spec)
     return MonotonicInstant(nanoseconds: UInt64(spec.tv_sec) * 1_000_000_000 + UInt64(spec.tv_nsec))
   }
-
-  var timespecValue: timespec {
-    timespec(tv_sec: Int(nanoseconds / 1_000_000_000), tv_nsec: Int(nanoseconds % 1_000_000_000))
-  }
 }

@@ -62,13 +62,6 @@ struct MountTable: Sendable {
     return MountTable(parsing: data)
   }
 
-  static func readNow() -> MountTable {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return MountTable(entries: []) }
-    defer { close(fd) }
-    return read(from: fd)
-  }
-
   init(entries: [MountEntry]) {
     self.entries = entries
   }

@@ -78,7 +78,10 @@ public final class Supervisor {
       control?.timerFired(now: .now())
       execute(core.timerFired(now: .now()))
     }
-    try loop.add(mountinfo, events: EventLoop.priority) { [unowned self] _ in mountTableChanged() }
+    try loop.add(mountinfo, events: EventLoop.priority) { [unowned self] _ in
+      refreshMountTable()
+      flushEvents()
+    }
     control = try ControlServer(host: self, loop: loop, logger: logger)
     watchdog = try Watchdog.start(on: loop, notifier: notifier) { [unowned self] in
       core.serviceFailure == nil
@@ -110,7 +113,10 @@ public final class Supervisor {
     }
   }
 
-  private func mountTableChanged() {
+  /// Re-reads the mount table and tells each machine whether its worker's mount appeared or
+  /// vanished. Every read goes through here: reading the watched fd consumes its POLLPRI, so a
+  /// read that skipped the comparison could hide another worker's new mount.
+  private func refreshMountTable() {
     table = MountTable.read(from: mountinfo)
     for (name, worker) in workers {
       let own = worker.ownMount(in: table)
@@ -122,7 +128,6 @@ public final class Supervisor {
         deliver(.mountVanished, to: name)
       }
     }
-    flushEvents()
   }
 
   private func workerOutputReadable(_ name: String, _ worker: WorkerProcess) {
@@ -185,7 +190,7 @@ public final class Supervisor {
     // A mount unmounted from outside is gone before its worker exits: the loop may see the exit
     // first, but the machine must learn of the vanished mount first, so that an operator's
     // `umount` is always a failure handled by the restart policy, never a clean exit.
-    mountTableChanged()
+    refreshMountTable()
     if code == 0, signal == 0, worker.mountID != nil {
       // A FUSE program that forks into the background mounts, then its parent exits 0.
       logger(for: name).warning(
@@ -312,7 +317,7 @@ public final class Supervisor {
   private func prepare(_ name: String, attempt: Int) {
     guard let spec = core.machines[name]?.spec else { return }
     let mountpoint = spec.mountpoint
-    table = MountTable.read(from: mountinfo)
+    refreshMountTable()
     guard let top = table.mounts(at: mountpoint).last else {
       if let problem = makeMountpoint(spec) {
         deliver(.prepareFailed(attempt: attempt, Failure(summary: problem)), to: name)
@@ -404,7 +409,7 @@ public final class Supervisor {
         close(pair[1])
         throw Failure(summary: "pipe: \(errorText(errno))")
       }
-      table = MountTable.read(from: mountinfo)
+      refreshMountTable()
       let baseline = Set(table.fuseMounts(at: spec.mountpoint).map(\.id))
       let launched: (pid: Int32, pidfd: Int32)
       do {
@@ -448,7 +453,8 @@ public final class Supervisor {
   /// Lazily detaches a FUSE mount the (now exiting or dead) worker left at its mountpoint. Mounts
   /// that were there before it started are not its own and stay.
   private func detachOwnMount(_ name: String) {
-    let current = MountTable.read(from: mountinfo)
+    refreshMountTable()
+    let current = table
     let mountpoint = workers[name]?.mountpoint ?? core.machines[name]?.spec.mountpoint
     guard let mountpoint else { return }
     let baseline = workers[name]?.baseline ?? lastBaselines[name] ?? []
