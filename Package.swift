@@ -70,17 +70,24 @@ let package = Package(
     // MARK: Tests
     .testTarget(name: "MountConfigTests", dependencies: ["MountConfig"]),
     .testTarget(name: "MountCoreTests", dependencies: ["MountCore"]),
+    // The harness of the tests that run mountsupd: sandboxes, the mount table, processes, a
+    // NOTIFY_SOCKET, the daemon itself.
+    .target(name: "MountSupTestSupport", path: "Tests/TestSupport"),
     .testTarget(
       name: "SupervisorTests",
       dependencies: [
-        "MountRuntime", "CLinuxSupport", "mountsupd", "mountsup-testworker",
+        "MountRuntime", "CLinuxSupport", "MountSupTestSupport", "mountsupd", "mountsup-testworker",
       ]),
     .testTarget(
       name: "ControlTests",
-      dependencies: ["MountControl", "mountsupd", "mountctl", "mountsup-testworker"]),
+      dependencies: [
+        "MountControl", "MountSupTestSupport", "mountsupd", "mountctl", "mountsup-testworker",
+      ]),
     .testTarget(
       name: "SystemdE2ETests",
       dependencies: ["mountsupd", "mountctl", "mountsup-mirror", "mountsup-testworker"]),
-    .testTarget(name: "ThirdPartyTests", dependencies: ["mountsupd", "mountsup-testworker", "CLinuxSupport"]),
+    .testTarget(
+      name: "ThirdPartyTests",
+      dependencies: ["CLinuxSupport", "MountSupTestSupport", "mountsupd", "mountsup-testworker"]),
   ]
 )

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import MountControl
+import MountSupTestSupport
 import Testing
 
 @Suite("mountctl start, stop, restart, wait-ready, logs")
@@ -14,7 +15,8 @@ struct OperationTests {
       let stop = try await daemon.ctl("stop", "alpha")
       #expect(stop.status == 0, "\(stop)")
       #expect(stop.output == "alpha: stopped\n")
-      #expect(!isFUSEMounted(daemon.mountpoint("alpha")), "stop answers once the mount is gone")
+      #expect(
+        fuseMount(at: daemon.mountpoint("alpha")) == nil, "stop answers once the mount is gone")
       #expect(kill(first.pid!, 0) != 0, "and the worker too")
       var alpha = try daemon.mount("alpha")
       #expect(alpha.state == "stopped" && alpha.stoppedByOperator && alpha.pid == nil)
@@ -36,7 +38,7 @@ struct OperationTests {
       alpha = try daemon.mount("alpha")
       #expect(alpha.state == "ready" && !alpha.stoppedByOperator)
       #expect(start.output == "alpha: ready (pid \(alpha.pid!))\n")
-      #expect(isFUSEMounted(daemon.mountpoint("alpha")))
+      #expect(fuseMount(at: daemon.mountpoint("alpha")) != nil)
 
       let restart = try await daemon.ctl("restart", "alpha", "beta")
       #expect(restart.status == 0, "\(restart)")

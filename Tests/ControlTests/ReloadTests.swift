@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import MountControl
+import MountSupTestSupport
 import Testing
 
 @Suite("reload: mountctl reload and SIGHUP")
@@ -39,10 +40,10 @@ struct ReloadTests {
       let changed = try daemon.mount("change")
       #expect(changed.pid != change.pid && changed.workerStatus == "new config")
       #expect(
-        kill(drop.pid!, 0) != 0 && !isFUSEMounted(daemon.mountpoint("drop")),
+        kill(drop.pid!, 0) != 0 && fuseMount(at: daemon.mountpoint("drop")) == nil,
         "removed: stopped cleanly")
       #expect(kill(change.pid!, 0) != 0)
-      #expect(isFUSEMounted(daemon.mountpoint("add")))
+      #expect(fuseMount(at: daemon.mountpoint("add")) != nil)
       #expect(try daemon.status().service?.reloading == false)
     }
   }
@@ -69,7 +70,7 @@ struct ReloadTests {
       #expect(
         status.service!.status.contains("last reload failed")
           && status.service!.status.contains("restart_dleay"))
-      #expect(!isFUSEMounted(daemon.mountpoint("gamma")))
+      #expect(fuseMount(at: daemon.mountpoint("gamma")) == nil)
 
       // SIGHUP with the same invalid file: the same, and the daemon goes on.
       kill(daemon.process!.pid, SIGHUP)
@@ -139,17 +140,17 @@ struct ReloadTests {
   func tellsTheServiceManager() async throws {
     let daemon = try TestDaemon()
     defer { daemon.finish() }
-    let notify = try NotifyReceiver(path: daemon.directory + "/notify.sock")
+    let notify = try NotifyReceiver(in: daemon.sandbox)
     try daemon.write([TestMount(name: "alpha")])
-    try await daemon.start(environment: ["NOTIFY_SOCKET": notify.path])
-    try await waitFor("READY=1") { notify.receive().contains { $0.contains("READY=1") } }
-    let before = notify.receive().count
+    try await daemon.start(notify: notify)
+    try await waitFor("READY=1") { notify.drain().contains { $0.text.contains("READY=1") } }
+    let before = notify.drain().count
 
     try daemon.write([
       TestMount(name: "alpha"), TestMount(name: "slow", arguments: ["--mount-delay", "300"]),
     ])
     #expect(try await daemon.ctl("reload").status == 0)
-    var reload = Array(notify.receive().dropFirst(before))
+    var reload = notify.drain().dropFirst(before).map(\.text)
     let reloading = try #require(
       reload.firstIndex { $0.hasPrefix("RELOADING=1\nMONOTONIC_USEC=") }, "\(reload)")
     let ready = try #require(reload.firstIndex { $0.hasPrefix("READY=1") }, "\(reload)")
@@ -161,7 +162,7 @@ struct ReloadTests {
     try daemon.write([TestMount(name: "alpha", settings: ["bogus = 1"])])
     #expect(try await daemon.ctl("reload").status == 1)
     let after = notify.messages.count
-    reload = Array(notify.receive().dropFirst(after))
+    reload = notify.drain().dropFirst(after).map(\.text)
     let failedReady = try #require(reload.firstIndex { $0.hasPrefix("READY=1") }, "\(reload)")
     let again = try #require(reload.firstIndex { $0.hasPrefix("RELOADING=1") }, "\(reload)")
     #expect(again < failedReady)
@@ -189,13 +190,13 @@ struct ReloadTests {
       #expect(remounted.restarts == 1)
       #expect(
         remounted.lastError?.contains("disappeared while the worker ran") == true, "\(remounted)")
-      #expect(isFUSEMounted(daemon.mountpoint("again")))
+      #expect(fuseMount(at: daemon.mountpoint("again")) != nil)
       #expect(kill(again.pid!, 0) != 0)
 
       try await waitFor("once failed") { try daemon.mount("once").state == "failed" }
       let once = try daemon.mount("once")
       #expect(once.lastError?.contains("disappeared while the worker ran") == true, "\(once)")
-      #expect(!isFUSEMounted(daemon.mountpoint("once")))
+      #expect(fuseMount(at: daemon.mountpoint("once")) == nil)
       let start = try await daemon.ctl("start", "once")
       #expect(start.status == 0, "an operator brings it back: \(start)")
     }

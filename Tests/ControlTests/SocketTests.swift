@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import MountControl
+import MountSupTestSupport
 import Testing
 
 @Suite("the control socket: permissions, activation, misbehaving clients")
@@ -94,7 +95,7 @@ struct SocketTests {
     #expect(try await daemon.ctl("status").status == 0)
 
     let second = try Spawned(
-      [mountsupd, "--config", daemon.configPath], outputPath: daemon.directory + "/second.out",
+      [daemonBinary, "--config", daemon.configPath], outputPath: daemon.directory + "/second.out",
       errorPath: daemon.directory + "/second.log")
     let code = try await second.wait(timeout: .seconds(30))
     #expect(code != 0)
@@ -168,29 +169,14 @@ struct SocketTests {
 
       let final = try await daemon.ctl("status", "alpha")
       #expect(final.status == 0, "\(final)")
-      #expect(daemon.process?.poll() == false)
+      #expect(daemon.process?.isRunning == true)
     }
   }
 }
 
 /// A listening unix socket at `path`, close-on-exec.
 func listeningSocket(_ path: String) throws -> Int32 {
-  let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-  var address = sockaddr_un()
-  address.sun_family = sa_family_t(AF_UNIX)
-  withUnsafeMutableBytes(of: &address.sun_path) { raw in
-    let bytes = Array(path.utf8)
-    raw.copyBytes(from: bytes)
-    raw[bytes.count] = 0
+  try unixSocket(Int32(SOCK_STREAM.rawValue), at: path, "listen on") {
+    bind($0, $1, $2) == 0 ? listen($0, 16) : -1
   }
-  let bound = withUnsafePointer(to: &address) {
-    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-      bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-    }
-  }
-  guard bound == 0, listen(fd, 16) == 0 else {
-    close(fd)
-    throw TestFailure("cannot listen on \(path): \(String(cString: strerror(errno)))")
-  }
-  return fd
 }

@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import MountControl
+import MountSupTestSupport
 import Testing
 
 @Suite("mountctl status")

@@ -1,25 +1,30 @@
 import CLinuxSupport
 import Foundation
 import Glibc
+import MountSupTestSupport
 import Testing
 
 /// The daemon with real worker processes and real FUSE mounts, checked the way an operator
 /// would check: the mount table, files served, the service manager's messages, exit codes.
 @Suite struct SupervisorTests {
   @Test func readyArrivesOnlyWhenEveryRequiredMountIsInTheMountTable() throws {
-    let sandbox = Sandbox()
+    let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    let notify = NotifyReceiver(in: sandbox)
-    let config = sandbox.writeConfig(
+    let notify = try NotifyReceiver(in: sandbox)
+    let config = try sandbox.writeConfig(
       mountSection("fast", at: "\(sandbox.path)/fast")
-        + mountSection("slow", at: "\(sandbox.path)/slow", workerOptions: ["--mount-delay", "1000"])
+        + mountSection(
+          "slow", at: "\(sandbox.path)/slow", workerOptions: ["--mount-delay", "1000"])
         + mountSection("s6", at: "\(sandbox.path)/s6", workerOptions: ["--s6", "--garbage"]))
     let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
 
-    let ready = try #require(notify.wait { $0.contains("READY=1") }, "no READY=1; log:\n\(daemon.log)")
+    let ready = try #require(
+      notify.wait { $0.contains("READY=1") }, "no READY=1; log:\n\(daemon.log)")
     for name in ["fast", "slow", "s6"] {
-      #expect(ready.fuseMountpoints.contains("\(sandbox.path)/\(name)"), "\(name) was not mounted at READY")
+      #expect(
+        ready.fuseMountpoints.contains("\(sandbox.path)/\(name)"),
+        "\(name) was not mounted at READY")
     }
     #expect(ready.text.contains("STATUS=3/3 mounts ready"))
     #expect(readFile("\(sandbox.path)/slow/hello") == "hello from slow\n")
@@ -32,10 +37,10 @@ import Testing
   }
 
   @Test func extendsTheStartTimeoutWhileMountsAreStarting() throws {
-    let sandbox = Sandbox()
+    let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    let notify = NotifyReceiver(in: sandbox)
-    let config = sandbox.writeConfig(
+    let notify = try NotifyReceiver(in: sandbox)
+    let config = try sandbox.writeConfig(
       mountSection("slow", at: "\(sandbox.path)/slow", workerOptions: ["--mount-delay", "500"]))
     let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
@@ -45,14 +50,15 @@ import Testing
   }
 
   @Test func aFailingRequiredWorkerFailsTheServiceWithItsOwnWords() throws {
-    let sandbox = Sandbox()
+    let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    let notify = NotifyReceiver(in: sandbox)
-    let config = sandbox.writeConfig(
+    let notify = try NotifyReceiver(in: sandbox)
+    let config = try sandbox.writeConfig(
       mountSection("good", at: "\(sandbox.path)/good")
         + mountSection(
-          "photos", at: "\(sandbox.path)/photos", workerOptions: ["--fail", "container photos does not exist"],
-          extra: ["start_limit_burst": "2", "restart_delay": "\"20ms\""]))
+          "photos", at: "\(sandbox.path)/photos",
+          workerOptions: ["--fail", "container photos does not exist"],
+          ["start_limit_burst": "2", "restart_delay": "\"20ms\""]))
     let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
 
@@ -60,19 +66,24 @@ import Testing
     notify.drain()
     #expect(notify.count("READY=1") == 0)
     #expect(notify.messages.contains { $0.text.contains("ERRNO=2") })
-    #expect(notify.messages.contains { $0.text.contains("STATUS=failed: photos:") && $0.text.contains("container photos does not exist") })
+    #expect(
+      notify.messages.contains {
+        $0.text.contains("STATUS=failed: photos:")
+          && $0.text.contains("container photos does not exist")
+      })
     #expect(daemon.log.contains("container photos does not exist"))
     #expect(fuseMount(at: "\(sandbox.path)/good") == nil, "the good mount was left behind")
   }
 
   @Test func theWorkersStderrIsTheReasonWhenItSaysNothingElse() throws {
-    let sandbox = Sandbox()
+    let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    let notify = NotifyReceiver(in: sandbox)
-    let config = sandbox.writeConfig(
+    let notify = try NotifyReceiver(in: sandbox)
+    let config = try sandbox.writeConfig(
       mountSection(
-        "quiet", at: "\(sandbox.path)/quiet", workerOptions: ["--fail-quietly", "permission denied by the server"],
-        extra: ["restart": "\"never\""]))
+        "quiet", at: "\(sandbox.path)/quiet",
+        workerOptions: ["--fail-quietly", "permission denied by the server"],
+        ["restart": "\"never\""]))
     let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
     #expect(daemon.exitCode() == 1)
@@ -83,14 +94,14 @@ import Testing
 
   @Test(arguments: [["--hang-before-init"], ["--no-ready"]])
   func noConfirmationWithinTheStartTimeoutIsAFailure(options: [String]) throws {
-    let sandbox = Sandbox()
+    let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    let notify = NotifyReceiver(in: sandbox)
+    let notify = try NotifyReceiver(in: sandbox)
     let mountpoint = "\(sandbox.path)/stuck"
-    let config = sandbox.writeConfig(
+    let config = try sandbox.writeConfig(
       mountSection(
         "stuck", at: mountpoint, workerOptions: options,
-        extra: ["start_timeout": "\"700ms\"", "restart": "\"never\""]))
+        ["start_timeout": "\"700ms\"", "restart": "\"never\""]))
     let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
     #expect(daemon.exitCode() == 1)
@@ -102,11 +113,11 @@ import Testing
   }
 
   @Test func aKilledWorkerIsRestartedAndItsDeadMountCleaned() throws {
-    let sandbox = Sandbox()
+    let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    let notify = NotifyReceiver(in: sandbox)
+    let notify = try NotifyReceiver(in: sandbox)
     let mountpoint = "\(sandbox.path)/data"
-    let config = sandbox.writeConfig( mountSection("data", at: mountpoint))
+    let config = try sandbox.writeConfig(mountSection("data", at: mountpoint))
     let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
     #expect(notify.wait { $0.contains("READY=1") } != nil)
@@ -116,25 +127,29 @@ import Testing
     #expect(
       eventually {
         let workers = daemon.workerPIDs(matching: mountpoint)
-        guard workers.count == 1, workers != [pid], fuseMount(at: mountpoint) != nil else { return false }
+        guard workers.count == 1, workers != [pid], fuseMount(at: mountpoint) != nil else {
+          return false
+        }
         return readFile("\(mountpoint)/hello") == "hello from data\n"
       }, "the mount does not serve again; log:\n\(daemon.log)")
     #expect(daemon.log.contains("killed by signal 9 (SIGKILL)"))
-    #expect(mountTable().filter { $0.mountpoint == mountpoint }.count == 1, "the dead mount is still stacked there")
+    #expect(
+      mountTable().filter { $0.mountpoint == mountpoint }.count == 1,
+      "the dead mount is still stacked there")
     notify.drain()
     #expect(notify.count("READY=1") == 1)
     #expect(notify.count("STOPPING=1") == 0)
   }
 
   @Test func anOptionalMountThatKeepsCrashingEndsFailedWithoutHoldingReady() throws {
-    let sandbox = Sandbox()
+    let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    let notify = NotifyReceiver(in: sandbox)
-    let config = sandbox.writeConfig(
+    let notify = try NotifyReceiver(in: sandbox)
+    let config = try sandbox.writeConfig(
       mountSection("steady", at: "\(sandbox.path)/steady")
         + mountSection(
           "flaky", at: "\(sandbox.path)/flaky", workerOptions: ["--crash-after", "50"],
-          extra: ["required": "false", "start_limit_burst": "3", "restart_delay": "\"10ms\""]))
+          ["required": "false", "start_limit_burst": "3", "restart_delay": "\"10ms\""]))
     let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
     #expect(notify.wait { $0.contains("READY=1") } != nil)
@@ -146,7 +161,7 @@ import Testing
   }
 
   @Test func aDeadMountLeftAtTheMountpointIsDetachedBeforeTheStart() throws {
-    let sandbox = Sandbox()
+    let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
     let mountpoint = "\(sandbox.path)/data"
     let leftover = try startForeignWorker(at: mountpoint)
@@ -156,8 +171,8 @@ import Testing
     var fs = statfs()
     #expect(statfs(mountpoint, &fs) != 0 && errno == ENOTCONN)
 
-    let notify = NotifyReceiver(in: sandbox)
-    let config = sandbox.writeConfig( mountSection("data", at: mountpoint))
+    let notify = try NotifyReceiver(in: sandbox)
+    let config = try sandbox.writeConfig(mountSection("data", at: mountpoint))
     let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
     #expect(notify.wait { $0.contains("READY=1") } != nil, "log:\n\(daemon.log)")
@@ -166,7 +181,7 @@ import Testing
   }
 
   @Test func aLiveForeignMountAndANonFUSEMountAreLeftAlone() throws {
-    let sandbox = Sandbox()
+    let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
     let foreignPoint = "\(sandbox.path)/foreign"
     let foreign = try startForeignWorker(at: foreignPoint)
@@ -181,33 +196,37 @@ import Testing
     try FileManager.default.createDirectory(atPath: tmpfsPoint, withIntermediateDirectories: true)
     #expect(mount("tmpfs", tmpfsPoint, "tmpfs", 0, nil) == 0)
 
-    let notify = NotifyReceiver(in: sandbox)
+    let notify = try NotifyReceiver(in: sandbox)
     let optional = ["required": "false", "restart": "\"never\""]
-    let config = sandbox.writeConfig(
+    let config = try sandbox.writeConfig(
       mountSection("mine", at: "\(sandbox.path)/mine")
-        + mountSection("foreign", at: foreignPoint, extra: optional)
-        + mountSection("tmpfs", at: tmpfsPoint, extra: optional))
+        + mountSection("foreign", at: foreignPoint, optional)
+        + mountSection("tmpfs", at: tmpfsPoint, optional))
     let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
     #expect(notify.wait { $0.contains("READY=1") } != nil)
-    #expect(eventually { daemon.log.contains("a live FUSE mount") && daemon.log.contains("a tmpfs mount") }, "log:\n\(daemon.log)")
+    #expect(
+      eventually {
+        daemon.log.contains("a live FUSE mount") && daemon.log.contains("a tmpfs mount")
+      }, "log:\n\(daemon.log)")
     #expect(fuseMount(at: foreignPoint) == foreignMount)
     #expect(readFile("\(foreignPoint)/hello") == "hello from testworker\n")
     #expect(mountTable().contains { $0.mountpoint == tmpfsPoint && $0.fsType == "tmpfs" })
 
     daemon.signal(SIGTERM)
     #expect(daemon.exitCode() == 0)
-    #expect(fuseMount(at: foreignPoint) == foreignMount, "the foreign mount was touched by the stop")
+    #expect(
+      fuseMount(at: foreignPoint) == foreignMount, "the foreign mount was touched by the stop")
   }
 
   @Test func nestedMountsStartParentFirstAndStopChildFirstLeavingNothing() throws {
-    let sandbox = Sandbox()
+    let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    let notify = NotifyReceiver(in: sandbox)
+    let notify = try NotifyReceiver(in: sandbox)
     let parent = "\(sandbox.path)/outer"
     let child = "\(parent)/sub"
     // Named so that name order and nesting order disagree.
-    let config = sandbox.writeConfig(
+    let config = try sandbox.writeConfig(
       mountSection("a-inner", at: child) + mountSection("z-outer", at: parent))
     let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
@@ -231,12 +250,13 @@ import Testing
   }
 
   @Test func aWorkerThatIgnoresTheStopIsKilledAndTheStopStillCompletes() throws {
-    let sandbox = Sandbox()
+    let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
     let mountpoint = "\(sandbox.path)/stubborn"
-    let notify = NotifyReceiver(in: sandbox)
-    let config = sandbox.writeConfig(
-      mountSection("stubborn", at: mountpoint, workerOptions: ["--linger"], extra: ["stop_timeout": "\"200ms\""]))
+    let notify = try NotifyReceiver(in: sandbox)
+    let config = try sandbox.writeConfig(
+      mountSection(
+        "stubborn", at: mountpoint, workerOptions: ["--linger"], ["stop_timeout": "\"200ms\""]))
     let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
     #expect(notify.wait { $0.contains("READY=1") } != nil)
@@ -249,12 +269,13 @@ import Testing
   }
 
   @Test func readinessModeNotifyTakesReadyFromTheWorkersOwnNotifySocket() throws {
-    let sandbox = Sandbox()
+    let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    let notify = NotifyReceiver(in: sandbox)
+    let notify = try NotifyReceiver(in: sandbox)
     let mountpoint = "\(sandbox.path)/rclone-like"
-    let config = sandbox.writeConfig(
-      mountSection("sd", at: mountpoint, workerOptions: ["--sd-notify"], extra: ["readiness": "\"notify\""]))
+    let config = try sandbox.writeConfig(
+      mountSection(
+        "sd", at: mountpoint, workerOptions: ["--sd-notify"], ["readiness": "\"notify\""]))
     let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
     let ready = try #require(notify.wait { $0.contains("READY=1") }, "log:\n\(daemon.log)")
@@ -263,11 +284,11 @@ import Testing
   }
 
   @Test func theDaemonDiesWithItsWorkersNotWithoutThem() throws {
-    let sandbox = Sandbox()
+    let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    let notify = NotifyReceiver(in: sandbox)
+    let notify = try NotifyReceiver(in: sandbox)
     let mountpoint = "\(sandbox.path)/data"
-    let config = sandbox.writeConfig( mountSection("data", at: mountpoint))
+    let config = try sandbox.writeConfig(mountSection("data", at: mountpoint))
     let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
     #expect(notify.wait { $0.contains("READY=1") } != nil)
@@ -278,46 +299,62 @@ import Testing
   }
 
   @Test func aWorkerGetsFd3ItsOwnSessionAndNothingElseOfTheSupervisor() throws {
-    let sandbox = Sandbox()
+    let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    let notify = NotifyReceiver(in: sandbox)
+    let notify = try NotifyReceiver(in: sandbox)
     let mountpoint = "\(sandbox.path)/data"
-    let config = sandbox.writeConfig(
-      mountSection("data", at: mountpoint, extra: ["environment": "{ EXTRA = \"{name}@{mountpoint}\" }"]))
+    let config = try sandbox.writeConfig(
+      mountSection("data", at: mountpoint, ["environment": "{ EXTRA = \"{name}@{mountpoint}\" }"]))
     let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
     #expect(notify.wait { $0.contains("READY=1") } != nil)
     let pid = try #require(daemon.workerPIDs(matching: mountpoint).first)
 
-    let environ = String(decoding: FileManager.default.contents(atPath: "/proc/\(pid)/environ") ?? Data(), as: UTF8.self)
-      .split(separator: "\0").map(String.init)
+    let environ = String(
+      decoding: FileManager.default.contents(atPath: "/proc/\(pid)/environ") ?? Data(),
+      as: UTF8.self
+    )
+    .split(separator: "\0").map(String.init)
     #expect(environ.contains("MOUNTSUP_NOTIFY_FD=3"))
     #expect(environ.contains("MOUNTSUP_NAME=data"))
     #expect(environ.contains("MOUNTSUP_MOUNTPOINT=\(mountpoint)"))
     #expect(environ.contains("EXTRA=data@\(mountpoint)"))
-    #expect(!environ.contains { $0.hasPrefix("NOTIFY_SOCKET=") }, "the supervisor's NOTIFY_SOCKET leaked")
+    #expect(
+      !environ.contains { $0.hasPrefix("NOTIFY_SOCKET=") }, "the supervisor's NOTIFY_SOCKET leaked")
 
-    let fds = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").compactMap(Int.init).sorted()
-    let target = { (fd: Int) in (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)")) ?? "" }
+    let fds = try FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd").compactMap(
+      Int.init
+    ).sorted()
+    let target = { (fd: Int) in
+      (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/\(pid)/fd/\(fd)")) ?? ""
+    }
     #expect(target(0) == "/dev/null")
     #expect(target(1).hasPrefix("pipe:") && target(1) == target(2))
     #expect(target(3).hasPrefix("socket:"))
     // Beyond 0–3 only what the worker opened itself: its /dev/fuse.
-    #expect(fds.filter { $0 > 3 }.allSatisfy { target($0) == "/dev/fuse" }, "\(fds.map { "\($0) → \(target($0))" })")
+    #expect(
+      fds.filter { $0 > 3 }.allSatisfy { target($0) == "/dev/fuse" },
+      "\(fds.map { "\($0) → \(target($0))" })")
     #expect(getsid(pid) == pid, "the worker is not in a session of its own")
   }
 
   @Test func invalidConfigurationsAreRefusedWithFileMountAndKey() throws {
-    let sandbox = Sandbox()
+    let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
     let cases: [(String, [String])] = [
-      ("[mounts.a]\nmountpoint = \"/mnt/a\"\ncommand = [\"x\"]\nstart_timeuot = \"1s\"\n", ["mount \"a\"", "start_timeuot"]),
+      (
+        "[mounts.a]\nmountpoint = \"/mnt/a\"\ncommand = [\"x\"]\nstart_timeuot = \"1s\"\n",
+        ["mount \"a\"", "start_timeuot"]
+      ),
       ("[mounts.a]\nmountpoint = \"mnt/a\"\ncommand = [\"x\"]\n", ["mount \"a\"", "mountpoint"]),
       ("[mounts.a]\nmountpoint = \"/mnt/a\"\ncommand = []\n", ["mount \"a\"", "command"]),
-      ("[mounts.a]\nmountpoint = \"/mnt/a\"\ncommand = [\"x\"]\nstop_timeout = \"soon\"\n", ["mount \"a\"", "stop_timeout"]),
+      (
+        "[mounts.a]\nmountpoint = \"/mnt/a\"\ncommand = [\"x\"]\nstop_timeout = \"soon\"\n",
+        ["mount \"a\"", "stop_timeout"]
+      ),
     ]
     for (index, (text, needles)) in cases.enumerated() {
-      let file = sandbox.write("bad\(index).toml", text)
+      let file = try sandbox.write("bad\(index).toml", text)
       for arguments in [["--config", file], ["--check-config", "--config", file]] {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: daemonBinary)
@@ -326,10 +363,13 @@ import Testing
         process.standardError = errors
         process.standardOutput = FileHandle.nullDevice
         try process.run()
-        let output = String(decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        let output = String(
+          decoding: errors.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         process.waitUntilExit()
         #expect(process.terminationStatus == 1)
-        for needle in needles + [file] { #expect(output.contains(needle), "\(arguments): \(output)") }
+        for needle in needles + [file] {
+          #expect(output.contains(needle), "\(arguments): \(output)")
+        }
       }
     }
   }

@@ -1,17 +1,18 @@
 import Foundation
 import Glibc
+import MountSupTestSupport
 import Testing
 
 /// bindfs says nothing when it has mounted: readiness `probe`.
 @Suite struct BindfsTests {
   @Test func probeModeReadyServesAndRecoversFromSIGKILL() throws {
     try #require(machineProblem == nil, "\(machineProblem ?? "")")
-    let sandbox = Sandbox()
+    let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    sandbox.write("source/hello", "hello from bindfs\n")
+    try sandbox.write("source/hello", "hello from bindfs\n")
     let mountpoint = sandbox.path + "/mnt/bind"
-    let notify = NotifyReceiver(in: sandbox)
-    let config = sandbox.writeConfig(
+    let notify = try NotifyReceiver(in: sandbox)
+    let config = try sandbox.writeConfig(
       mountSection(
         "bind", at: mountpoint,
         command: ["bindfs", "-f", sandbox.path + "/source", "{mountpoint}"],
@@ -25,7 +26,7 @@ import Testing
 
   @Test func aMissingSourceDirectoryFailsWithBindfsOwnWords() throws {
     try #require(machineProblem == nil, "\(machineProblem ?? "")")
-    let sandbox = Sandbox()
+    let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
     try expectStartFailure(
       sandbox: sandbox, name: "bind", mountpoint: sandbox.path + "/mnt/bind",
@@ -41,9 +42,9 @@ import Testing
   /// must say what to change.
   @Test func aProgramThatGoesToTheBackgroundIsAFailureWithAHint() throws {
     try #require(machineProblem == nil, "\(machineProblem ?? "")")
-    let sandbox = Sandbox()
+    let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    sandbox.write("source/hello", "hello\n")
+    try sandbox.write("source/hello", "hello\n")
     let mountpoint = sandbox.path + "/mnt/bind"
     // The probe path does not exist, so the probe cannot answer before the parent exits.
     try expectStartFailure(

@@ -1,6 +1,7 @@
 import CLinuxSupport
 import Foundation
 import Glibc
+import MountSupTestSupport
 import Testing
 
 /// Workers that run as another user mount through fusermount3. Without `allow_other` the kernel
@@ -14,12 +15,12 @@ import Testing
   @Test func aWorkerRunAsAnotherUserIsProbedAsThatUserAndRecoversFromSIGKILL() throws {
     try #require(machineProblem == nil, "\(machineProblem ?? "")")
     let user = TestUser.current
-    let sandbox = Sandbox()
+    let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    sandbox.write("source/docs/hello", "hello from \(user.name)\n")
+    try sandbox.write("source/docs/hello", "hello from \(user.name)\n")
     let mountpoint = sandbox.path + "/mnt/bind"
-    let notify = NotifyReceiver(in: sandbox)
-    let config = sandbox.writeConfig(
+    let notify = try NotifyReceiver(in: sandbox)
+    let config = try sandbox.writeConfig(
       mountSection(
         "bind", at: mountpoint, command: bindfsCommand(source: sandbox.path + "/source"),
         [
@@ -47,9 +48,9 @@ import Testing
   @Test func aDeadMountOfAnotherUserIsDetachedBeforeTheStart() throws {
     try #require(machineProblem == nil, "\(machineProblem ?? "")")
     let user = TestUser.current
-    let sandbox = Sandbox()
+    let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    sandbox.write("source/hello", "hello again\n")
+    try sandbox.write("source/hello", "hello again\n")
     let mountpoint = sandbox.path + "/mnt/bind"
     try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
     chown(mountpoint, user.uid, user.gid)
@@ -71,8 +72,8 @@ import Testing
     var fs = statfs()
     #expect(statfs(mountpoint, &fs) == 0)
 
-    let notify = NotifyReceiver(in: sandbox)
-    let config = sandbox.writeConfig(
+    let notify = try NotifyReceiver(in: sandbox)
+    let config = try sandbox.writeConfig(
       mountSection(
         "bind", at: mountpoint, command: bindfsCommand(source: sandbox.path + "/source"),
         ["readiness": "\"probe\"", "user": toml(user.name)]))
@@ -92,20 +93,21 @@ import Testing
   @Test func aSupervisorThatIsNotRootCleansUpThroughFusermount3() throws {
     try #require(machineProblem == nil, "\(machineProblem ?? "")")
     let user = TestUser.current
-    let sandbox = Sandbox()
+    let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    sandbox.write("source/hello", "hello from a user's supervisor\n")
+    try sandbox.write("source/hello", "hello from a user's supervisor\n")
     let own = sandbox.path + "/own"
     try FileManager.default.createDirectory(atPath: own, withIntermediateDirectories: true)
     chown(own, user.uid, user.gid)
     let mountpoint = own + "/mnt/bind"
-    let notify = NotifyReceiver(in: sandbox)
-    let config = sandbox.writeConfig(
+    let notify = try NotifyReceiver(in: sandbox)
+    let config = try sandbox.writeConfig(
       mountSection(
         "bind", at: mountpoint, command: bindfsCommand(source: sandbox.path + "/source"),
         ["readiness": "\"probe\"", "stop_timeout": "\"5s\""]),
-      controlDirectory: own)
-    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify, as: user)
+      controlSocket: own + "/control.sock")
+    let daemon = try Daemon(
+      config: config, sandbox: sandbox, notify: notify, launcher: user.setpriv)
     defer { daemon.stop() }
     try expectReadyThenRecoveryFromSIGKILL(
       daemon: daemon, notify: notify,

@@ -1,27 +1,28 @@
 import Foundation
 import Glibc
+import MountSupTestSupport
 import Testing
 
 /// rclone mount runs in the foreground unless given `--daemon` and sends sd_notify `READY=1` at
 /// the moment its mount is up: readiness `notify`. Its config comes from `RCLONE_CONFIG` in the
 /// mount's `environment`.
 @Suite struct RcloneTests {
-  private func rcloneConfig(in sandbox: Sandbox) -> String {
-    sandbox.write("rclone.conf", "[store]\ntype = local\n")
+  private func rcloneConfig(in sandbox: Sandbox) throws -> String {
+    try sandbox.write("rclone.conf", "[store]\ntype = local\n")
   }
 
   @Test func notifyModeReadyComesFromRcloneAndItRecoversFromSIGKILL() throws {
     try #require(machineProblem == nil, "\(machineProblem ?? "")")
-    let sandbox = Sandbox()
+    let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    sandbox.write("store/hello", "hello from rclone\n")
+    try sandbox.write("store/hello", "hello from rclone\n")
     let mountpoint = sandbox.path + "/mnt/remote"
-    let notify = NotifyReceiver(in: sandbox)
+    let notify = try NotifyReceiver(in: sandbox)
     let command = [
       "rclone", "mount", "store:\(sandbox.path)/store", "{mountpoint}", "--cache-dir",
       sandbox.path + "/cache",
     ]
-    let config = sandbox.writeConfig(
+    let config = try sandbox.writeConfig(
       mountSection(
         "remote", at: mountpoint, command: command,
         [
@@ -43,7 +44,7 @@ import Testing
 
   @Test func aRemoteMissingFromTheConfigFailsWithRcloneOwnWords() throws {
     try #require(machineProblem == nil, "\(machineProblem ?? "")")
-    let sandbox = Sandbox()
+    let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
     try expectStartFailure(
       sandbox: sandbox, name: "remote", mountpoint: sandbox.path + "/mnt/remote",

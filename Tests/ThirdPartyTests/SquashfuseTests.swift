@@ -1,14 +1,15 @@
 import Foundation
 import Glibc
+import MountSupTestSupport
 import Testing
 
 /// squashfuse serves a squashfs image and says nothing when it has mounted: readiness `probe`.
 @Suite struct SquashfuseTests {
   @Test func probeModeReadyServesTheImageAndRecoversFromSIGKILL() throws {
     try #require(machineProblem == nil, "\(machineProblem ?? "")")
-    let sandbox = Sandbox()
+    let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    sandbox.write("content/docs/hello", "hello from squashfs\n")
+    try sandbox.write("content/docs/hello", "hello from squashfs\n")
     let image = sandbox.path + "/image.sqsh"
     let made = run([
       "/usr/bin/mksquashfs", sandbox.path + "/content", image, "-quiet", "-no-progress",
@@ -16,8 +17,8 @@ import Testing
     ])
     try #require(made.status == 0, "mksquashfs: \(made.output)")
     let mountpoint = sandbox.path + "/mnt/image"
-    let notify = NotifyReceiver(in: sandbox)
-    let config = sandbox.writeConfig(
+    let notify = try NotifyReceiver(in: sandbox)
+    let config = try sandbox.writeConfig(
       mountSection(
         "image", at: mountpoint, command: ["squashfuse", "-f", image, "{mountpoint}"],
         ["readiness": "\"probe\"", "probe_path": "\"docs\""]))
@@ -30,9 +31,9 @@ import Testing
 
   @Test func aCorruptImageFailsWithSquashfuseOwnWords() throws {
     try #require(machineProblem == nil, "\(machineProblem ?? "")")
-    let sandbox = Sandbox()
+    let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    let image = sandbox.write(
+    let image = try sandbox.write(
       "corrupt.sqsh", String(repeating: "not a squashfs superblock\n", count: 200))
     try expectStartFailure(
       sandbox: sandbox, name: "image", mountpoint: sandbox.path + "/mnt/image",

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import MountSupTestSupport
 import Testing
 
 /// sshfs mounts before it has even connected, so neither its mount nor its silence means ready:
@@ -7,14 +8,14 @@ import Testing
 @Suite struct SshfsTests {
   @Test func probeModeWaitsForTheServerThenServesAndRecoversFromSIGKILL() throws {
     try #require(machineProblem == nil, "\(machineProblem ?? "")")
-    let sandbox = Sandbox()
+    let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
     let server = try SSHServer(in: sandbox)
     defer { server.stop() }
-    sandbox.write("remote/docs/hello", "hello over ssh\n")
+    try sandbox.write("remote/docs/hello", "hello over ssh\n")
     let mountpoint = sandbox.path + "/mnt/ssh"
-    let notify = NotifyReceiver(in: sandbox)
-    let config = sandbox.writeConfig(
+    let notify = try NotifyReceiver(in: sandbox)
+    let config = try sandbox.writeConfig(
       mountSection(
         "ssh", at: mountpoint, command: server.sshfsCommand(remotePath: sandbox.path + "/remote"),
         ["readiness": "\"probe\"", "probe_path": "\"docs\""]))
@@ -27,7 +28,8 @@ import Testing
       eventually { fuseMount(at: mountpoint) != nil }, "sshfs did not mount before connecting")
     // A window in which a READY taken from the mount alone would arrive; the probe must hold it.
     #expect(
-      notify.wait(within: 0.5) { $0.contains("READY=1") } == nil, "READY before the server answered"
+      notify.wait(within: .milliseconds(500)) { $0.contains("READY=1") } == nil,
+      "READY before the server answered"
     )
     try server.serve(first)
 
@@ -43,7 +45,7 @@ import Testing
 
   @Test func aRefusedConnectionFailsWithTheProgramsOwnWords() throws {
     try #require(machineProblem == nil, "\(machineProblem ?? "")")
-    let sandbox = Sandbox()
+    let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
     let server = try SSHServer(in: sandbox)
     defer { server.stop() }

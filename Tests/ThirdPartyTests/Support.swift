@@ -1,19 +1,12 @@
 import CLinuxSupport
 import Foundation
 import Glibc
+import MountSupTestSupport
 import Testing
 
-// The approach of Tests/SupervisorTests/Harness.swift (a sandbox per test, a NOTIFY_SOCKET that
-// snapshots the mount table when READY arrives, the daemon as a child process), extended for
-// programs the project did not write: packages, an sshd, another user.
-
-/// Where `swift test` put the built executables: beside the test bundle.
-let binDirectory: String = {
-  let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
-  return (exe as NSString).deletingLastPathComponent
-}()
-
-let daemonBinary = binDirectory + "/mountsupd"
+// The harness of MountSupTestSupport (a sandbox per test, a NOTIFY_SOCKET that snapshots the mount
+// table when READY arrives, the daemon as a child process), extended for programs the project did
+// not write: packages, an sshd, another user.
 
 // MARK: The machine
 
@@ -77,10 +70,13 @@ struct TestUser {
     return TestUser(name: testUserName, uid: entry.pointee.pw_uid, gid: entry.pointee.pw_gid)
   }
 
-  /// `command` run as this user (and only its own group), for `Process`.
-  func wrap(_ command: [String]) -> [String] {
-    ["/usr/bin/setpriv", "--reuid=\(uid)", "--regid=\(gid)", "--clear-groups", "--"] + command
+  /// What runs a command as this user (and only its own group), under the same pid.
+  var setpriv: [String] {
+    ["/usr/bin/setpriv", "--reuid=\(uid)", "--regid=\(gid)", "--clear-groups", "--"]
   }
+
+  /// `command` run as this user, for `Process`.
+  func wrap(_ command: [String]) -> [String] { setpriv + command }
 
   /// A file as this user reads it; nil when it cannot.
   func read(_ path: String) -> String? {
@@ -109,253 +105,6 @@ func run(_ command: [String], environment: [String: String] = [:]) -> (
   return (process.terminationStatus, String(decoding: data, as: UTF8.self))
 }
 
-// MARK: Conditions
-
-/// Waits for `condition` until `deadline` (seconds); false if it never held.
-func eventually(within deadline: Double = 15, _ condition: () -> Bool) -> Bool {
-  let end = Date().addingTimeInterval(deadline)
-  while Date() < end {
-    if condition() { return true }
-    usleep(10_000)
-  }
-  return condition()
-}
-
-struct MountInfoEntry: Equatable {
-  var id: Int
-  var mountpoint: String
-  var fsType: String
-  var superOptions: String
-}
-
-/// The current mount table.
-func mountTable() -> [MountInfoEntry] {
-  // Read to EOF by hand: procfs files report a size of 0.
-  let fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC)
-  guard fd >= 0 else { return [] }
-  defer { close(fd) }
-  var bytes: [UInt8] = []
-  var chunk = [UInt8](repeating: 0, count: 65536)
-  while case let count = read(fd, &chunk, chunk.count), count > 0 { bytes += chunk.prefix(count) }
-  return String(decoding: bytes, as: UTF8.self).split(separator: "\n").compactMap { line in
-    let fields = line.split(separator: " ")
-    guard let dash = fields.firstIndex(of: "-"), dash + 3 < fields.count, let id = Int(fields[0])
-    else { return nil }
-    return MountInfoEntry(
-      id: id, mountpoint: String(fields[4]).replacingOccurrences(of: "\\040", with: " "),
-      fsType: String(fields[dash + 1]), superOptions: String(fields[dash + 3]))
-  }
-}
-
-func fuseMount(at path: String) -> MountInfoEntry? {
-  mountTable().last { $0.mountpoint == path && $0.fsType.hasPrefix("fuse") }
-}
-
-func readFile(_ path: String) -> String? {
-  try? String(contentsOfFile: path, encoding: .utf8)
-}
-
-/// Live (not zombie) processes whose command line contains `text`.
-func processes(mentioning text: String) -> [Int32] {
-  let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-  return entries.compactMap(Int32.init).filter {
-    processExists($0) && commandLine(of: $0).contains(text)
-  }
-}
-
-func childPIDs(of parent: Int32) -> [Int32] {
-  let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
-  return entries.compactMap(Int32.init).filter { pid in
-    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-      let close = stat.lastIndex(of: ")")
-    else { return false }
-    let fields = stat[stat.index(after: close)...].split(separator: " ")
-    return fields.count > 2 && Int32(fields[1]) == parent && fields[0] != "Z"
-  }
-}
-
-func commandLine(of pid: Int32) -> String {
-  guard let data = FileManager.default.contents(atPath: "/proc/\(pid)/cmdline") else { return "" }
-  return String(decoding: data.map { $0 == 0 ? UInt8(ascii: " ") : $0 }, as: UTF8.self)
-}
-
-func processExists(_ pid: Int32) -> Bool {
-  guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
-    let close = stat.lastIndex(of: ")")
-  else { return false }
-  return !stat[stat.index(after: close)...].hasPrefix(" Z")
-}
-
-// MARK: Sandbox, daemon, service manager
-
-/// A directory of the test's own, open to every user so that workers running as the test user
-/// reach their sources and mountpoints. On cleanup every process that names it on its command
-/// line is killed (the unique path makes them this test's) and every mount below it detached.
-final class Sandbox {
-  let path: String
-
-  init() {
-    var template = Array("/tmp/mountsup-3p-XXXXXX".utf8CString)
-    path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)) }
-    chmod(path, 0o755)
-  }
-
-  func cleanUp() {
-    for pid in processes(mentioning: path) { kill(pid, SIGKILL) }
-    for entry in mountTable().reversed() where entry.mountpoint.hasPrefix(path + "/") {
-      umount2(entry.mountpoint, Int32(MNT_DETACH))
-    }
-    try? FileManager.default.removeItem(atPath: path)
-  }
-
-  /// Writes `text` to `name` (creating its directories); returns the absolute path.
-  @discardableResult
-  func write(_ name: String, _ text: String) -> String {
-    let file = path + "/" + name
-    try! FileManager.default.createDirectory(
-      atPath: (file as NSString).deletingLastPathComponent, withIntermediateDirectories: true)
-    try! text.write(toFile: file, atomically: true, encoding: .utf8)
-    chmod(file, 0o644)
-    return file
-  }
-
-  /// A config with these mount tables and a control socket in `controlDirectory`, so that daemons
-  /// of tests running in parallel never meet.
-  func writeConfig(_ mounts: String, controlDirectory: String? = nil) -> String {
-    let socket = (controlDirectory ?? path) + "/control.sock"
-    return write("mounts.toml", "[supervisor]\ncontrol_socket = \(toml(socket))\n\n" + mounts)
-  }
-}
-
-/// A TOML basic string.
-func toml(_ text: String) -> String {
-  "\""
-    + text.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
-    + "\""
-}
-
-/// A `[mounts.NAME]` table; `settings` values are TOML literals.
-func mountSection(
-  _ name: String, at mountpoint: String, command: [String], _ settings: [String: String] = [:]
-) -> String {
-  var lines = [
-    "[mounts.\(name)]", "mountpoint = \(toml(mountpoint))",
-    "command = [\(command.map(toml).joined(separator: ", "))]",
-  ]
-  for (key, value) in settings.sorted(by: { $0.key < $1.key }) { lines.append("\(key) = \(value)") }
-  return lines.joined(separator: "\n") + "\n"
-}
-
-/// A NOTIFY_SOCKET for the daemon, as a service manager has one. It records every datagram with
-/// the FUSE mounts present at the instant it arrived.
-final class NotifyReceiver {
-  struct Message {
-    var text: String
-    var fuseMountpoints: Set<String>
-  }
-
-  let path: String
-  private let fd: Int32
-  private(set) var messages: [Message] = []
-
-  init(in sandbox: Sandbox) {
-    path = sandbox.path + "/notify.sock"
-    fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-    var address = sockaddr_un()
-    address.sun_family = sa_family_t(AF_UNIX)
-    withUnsafeMutableBytes(of: &address.sun_path) { raw in
-      for (index, byte) in path.utf8.enumerated() { raw[index] = byte }
-    }
-    _ = withUnsafePointer(to: &address) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-        bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-      }
-    }
-    // A daemon running as the test user must be able to send.
-    chmod(path, 0o666)
-  }
-
-  deinit { close(fd) }
-
-  /// Receives until a message satisfies `match` or the deadline passes.
-  @discardableResult
-  func wait(within seconds: Double = 15, for match: (String) -> Bool) -> Message? {
-    if let found = messages.first(where: { match($0.text) }) { return found }
-    let end = Date().addingTimeInterval(seconds)
-    while Date() < end {
-      var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-      let remaining = Int32(max(1, end.timeIntervalSinceNow * 1000))
-      guard poll(&poller, 1, remaining) > 0 else { continue }
-      var buffer = [UInt8](repeating: 0, count: 8192)
-      let got = recv(fd, &buffer, buffer.count, 0)
-      guard got > 0 else { continue }
-      let fuse = Set(mountTable().filter { $0.fsType.hasPrefix("fuse") }.map(\.mountpoint))
-      let message = Message(
-        text: String(decoding: buffer.prefix(got), as: UTF8.self), fuseMountpoints: fuse)
-      messages.append(message)
-      if match(message.text) { return message }
-    }
-    return nil
-  }
-
-  /// Everything that arrived so far, without waiting.
-  func drain() {
-    _ = wait(within: 0.05) { _ in false }
-  }
-
-  func count(_ line: String) -> Int {
-    messages.filter { $0.text.split(separator: "\n").contains { $0 == line } }.count
-  }
-}
-
-/// A `mountsupd` run on a test config, its stdout and stderr captured to a file; as root, or as
-/// `user` (started through setpriv, which execs it under the same pid).
-final class Daemon {
-  let process = Process()
-  let logPath: String
-
-  init(config: String, sandbox: Sandbox, notify: NotifyReceiver?, as user: TestUser? = nil) throws {
-    logPath = sandbox.path + "/daemon.log"
-    _ = FileManager.default.createFile(atPath: logPath, contents: nil)
-    let command = [daemonBinary, "--config", config]
-    let argv = user?.wrap(command) ?? command
-    process.executableURL = URL(fileURLWithPath: argv[0])
-    process.arguments = Array(argv.dropFirst())
-    var environment = ProcessInfo.processInfo.environment
-    environment["NOTIFY_SOCKET"] = notify?.path
-    process.environment = environment
-    process.standardError = FileHandle(forWritingAtPath: logPath)
-    process.standardOutput = FileHandle(forWritingAtPath: logPath)
-    try process.run()
-  }
-
-  var log: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
-
-  var pid: Int32 { process.processIdentifier }
-
-  func signal(_ signal: Int32) { kill(pid, signal) }
-
-  /// Waits for the exit; nil if it did not exit in time.
-  func exitCode(within seconds: Double = 20) -> Int32? {
-    eventually(within: seconds) { !process.isRunning } ? process.terminationStatus : nil
-  }
-
-  /// SIGTERM and wait; SIGKILL if it hangs. Always safe to call.
-  func stop() {
-    guard process.isRunning else { return }
-    signal(SIGTERM)
-    if exitCode(within: 20) == nil {
-      signal(SIGKILL)
-      process.waitUntilExit()
-    }
-  }
-
-  /// Pids of the daemon's direct children whose command line mentions `text`.
-  func workerPIDs(matching text: String) -> [Int32] {
-    childPIDs(of: pid).filter { commandLine(of: $0).contains(text) }
-  }
-}
-
 // MARK: sshd
 
 /// An sshd of the test's own on 127.0.0.1 with its own host key, client key and config, run
@@ -377,11 +126,11 @@ final class SSHServer {
     clientKey = directory + "/client_key"
     for key in [directory + "/host_key", clientKey] {
       let made = run(["/usr/bin/ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", key])
-      guard made.status == 0 else { throw SSHError("ssh-keygen: \(made.output)") }
+      guard made.status == 0 else { throw TestFailure("ssh-keygen: \(made.output)") }
     }
     try FileManager.default.copyItem(
       atPath: clientKey + ".pub", toPath: directory + "/authorized_keys")
-    config = sandbox.write(
+    config = try sandbox.write(
       "ssh/sshd_config",
       """
       HostKey \(directory)/host_key
@@ -396,7 +145,7 @@ final class SSHServer {
     logPath = directory + "/sshd.log"
     _ = FileManager.default.createFile(atPath: logPath, contents: nil)
     let configTest = run(["/usr/sbin/sshd", "-t", "-f", config])
-    guard configTest.status == 0 else { throw SSHError("sshd -t: \(configTest.output)") }
+    guard configTest.status == 0 else { throw TestFailure("sshd -t: \(configTest.output)") }
 
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
     var address = sockaddr_in()
@@ -410,7 +159,7 @@ final class SSHServer {
     }
     guard bound else {
       close(fd)
-      throw SSHError("cannot listen on 127.0.0.1: \(String(cString: strerror(errno)))")
+      throw TestFailure("cannot listen on 127.0.0.1: \(String(cString: strerror(errno)))")
     }
     listener = fd
     port = UInt16(bigEndian: address.sin_port)
@@ -469,11 +218,6 @@ final class SSHServer {
       "root@127.0.0.1:\(remotePath)", "{mountpoint}",
     ]
   }
-}
-
-struct SSHError: Error, CustomStringConvertible {
-  var description: String
-  init(_ description: String) { self.description = description }
 }
 
 /// A port on 127.0.0.1 that nothing listens on: bound by the kernel's choice, then released.
@@ -562,8 +306,8 @@ func expectStartFailure(
   sandbox: Sandbox, name: String, mountpoint: String, command: [String], settings: [String: String],
   statusWords: String, logWords: [String] = []
 ) throws {
-  let notify = NotifyReceiver(in: sandbox)
-  let config = sandbox.writeConfig(
+  let notify = try NotifyReceiver(in: sandbox)
+  let config = try sandbox.writeConfig(
     mountSection(
       name, at: mountpoint, command: command, settings.merging(["restart": "\"never\""]) { $1 }))
   let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)

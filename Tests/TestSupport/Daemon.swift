@@ -1,0 +1,70 @@
+import Foundation
+import Glibc
+
+/// Where `swift test` put the built executables: beside the test runner.
+public let binDirectory: String = {
+  let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
+  return (exe as NSString).deletingLastPathComponent
+}()
+
+/// The supervisor under test.
+public let daemonBinary = binDirectory + "/mountsupd"
+
+/// The FUSE worker whose behaviour the tests choose with options (`--fail`, `--linger`, …).
+public let testWorker = binDirectory + "/mountsup-testworker"
+
+/// A `mountsupd` run on a test config as its service manager would run it (see `Spawned`), its
+/// stdout in `daemon.out` and its log (stderr) in `daemon.log` of the sandbox.
+public final class Daemon {
+  private let process: Spawned
+
+  /// Starts the daemon; it runs until `stop()` or a signal ends it.
+  /// - Parameters:
+  ///   - notify: becomes its NOTIFY_SOCKET; none otherwise.
+  ///   - launcher: a command that execs the daemon under its own pid (setpriv, a shell).
+  ///   - extraDescriptor: becomes its fd 3, as a service manager passes a socket.
+  public init(
+    config: String, sandbox: Sandbox, notify: NotifyReceiver? = nil, launcher: [String] = [],
+    extraDescriptor: Int32? = nil
+  ) throws {
+    process = try Spawned(
+      launcher + [daemonBinary, "--config", config], outputPath: sandbox.path + "/daemon.out",
+      errorPath: sandbox.path + "/daemon.log", environment: ["NOTIFY_SOCKET": notify?.path],
+      extraDescriptor: extraDescriptor)
+  }
+
+  /// Everything it logged so far.
+  public var log: String { process.errors }
+
+  /// Its pid: the parent of its workers.
+  public var pid: Int32 { process.pid }
+
+  /// Whether it has not exited yet (it is reaped once it has).
+  public var isRunning: Bool { !process.poll() }
+
+  /// Sends `signal`, as an operator or a service manager would.
+  public func signal(_ signal: Int32) { kill(pid, signal) }
+
+  /// Waits for the exit; nil if it did not exit in time.
+  public func exitCode(within deadline: Duration = .seconds(20)) -> Int32? {
+    process.waitBlocking(timeout: deadline) ? process.status : nil
+  }
+
+  /// SIGTERM and wait; SIGKILL, recorded as an issue, if it hangs. Always safe to call. Returns
+  /// the exit status unless it had to be killed.
+  @discardableResult
+  public func stop() -> Int32? {
+    if process.poll() { return process.status }
+    signal(SIGTERM)
+    if let code = exitCode() { return code }
+    recordIssue("mountsupd did not stop within 20 s of SIGTERM; killing it\n\(log)")
+    signal(SIGKILL)
+    _ = process.waitBlocking(timeout: .seconds(10))
+    return nil
+  }
+
+  /// Pids of the daemon's direct children whose command line mentions `text`.
+  public func workerPIDs(matching text: String) -> [Int32] {
+    childPIDs(of: pid).filter { commandLine(of: $0).contains(text) }
+  }
+}
