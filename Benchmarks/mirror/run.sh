@@ -12,13 +12,19 @@
 #   RANDOM_IO=256m      bytes read by the random-read run (each 4 KiB block at most once)
 #   FILES=10000         files in the metadata run
 #   RUNS=5              repetitions, interleaved; the best and the median are reported
+#   SOURCE_TMPFS=1      put SOURCE on a tmpfs mounted (and removed) by this script, which takes
+#                       the disk filesystem's own costs and quirks out of the comparison
+#   PIN_CPU=N           run every daemon and every client on CPU N only: on a VM, waking an idle
+#                       vCPU costs more than a whole FUSE request, and which daemon happens to be
+#                       woken where varies from run to run; pinned, the daemons' own cost shows
 #
 # Reads come from a file that is hot in SOURCE's page cache, so they measure the filesystem
 # layers, not the disk; before each read run the FUSE mount's own cache of the file is dropped
 # (fio invalidate=1), so every read goes through the FUSE daemon. bindfs is measured in its
 # default (single-threaded) mode and with --multithreaded; the ratio uses the better of the two.
 # On a machine shared with other work, noise only ever slows a run down, so the best of RUNS is
-# the closer estimate of each layer's own cost; the median is printed as well.
+# the closer estimate of each layer's own cost; the median is printed as well. The order of the
+# targets rotates from run to run, so that no target always follows another's deletions.
 # Needs root (FUSE mounts), fio, bindfs, python3.
 set -euo pipefail
 
@@ -29,6 +35,10 @@ SIZE=${SIZE:-1g}
 RANDOM_IO=${RANDOM_IO:-256m}
 FILES=${FILES:-10000}
 RUNS=${RUNS:-5}
+SOURCE_TMPFS=${SOURCE_TMPFS:-0}
+PIN_CPU=${PIN_CPU:-}
+pin=()
+[[ -n $PIN_CPU ]] && pin=(taskset -c "$PIN_CPU")
 
 for tool in fio bindfs python3 fusermount3; do
   command -v "$tool" >/dev/null || { echo "run.sh: $tool is required" >&2; exit 2; }
@@ -60,7 +70,7 @@ cleanup() {
   # The daemons unmount themselves on SIGTERM; whatever is left (a daemon that died) is detached.
   for pid in "${daemons[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${daemons[@]}"; do wait "$pid" 2>/dev/null || true; done
-  for name in mirror bindfs bindfs-mt; do
+  for name in mirror bindfs bindfs-mt src; do
     while is_mounted "$work/$name"; do
       umount -l "$work/$name" 2>/dev/null || fusermount3 -uz "$work/$name" 2>/dev/null || break
     done
@@ -80,11 +90,14 @@ wait_mounted() {
 }
 
 rm -rf "$src" && mkdir -p "$src" "$work/mirror" "$work/bindfs" "$work/bindfs-mt"
-"$MIRROR_BIN" "$src" "$work/mirror" -o allow_other &
+if [[ $SOURCE_TMPFS == 1 ]]; then
+  mount -t tmpfs -o size=4g,mode=0755 mountsup-mirror-bench "$src"
+fi
+"${pin[@]}" "$MIRROR_BIN" "$src" "$work/mirror" -o allow_other &
 daemons+=($!)
-bindfs -f "$src" "$work/bindfs" &
+"${pin[@]}" bindfs -f "$src" "$work/bindfs" &
 daemons+=($!)
-bindfs -f --multithreaded "$src" "$work/bindfs-mt" &
+"${pin[@]}" bindfs -f --multithreaded "$src" "$work/bindfs-mt" &
 daemons+=($!)
 for name in mirror bindfs bindfs-mt; do wait_mounted "$work/$name"; done
 
@@ -95,7 +108,7 @@ invalidate_of() { if [[ $1 == native ]]; then echo 0; else echo 1; fi; }
 fio_value() {
   local pick=$1
   shift
-  fio --output-format=json "$@" | python3 -c "import json, sys; j = json.load(sys.stdin)['jobs'][0]; print($pick)"
+  "${pin[@]}" fio --output-format=json "$@" | python3 -c "import json, sys; j = json.load(sys.stdin)['jobs'][0]; print($pick)"
 }
 
 echo "preparing $SIZE read files in SOURCE ..." >&2
@@ -130,7 +143,8 @@ os.rmdir(directory)
 
 : >"$results"
 for run in $(seq 1 "$RUNS"); do
-  for target in "${targets[@]}"; do
+  rotation=$(( (run - 1) % ${#targets[@]} ))
+  for target in "${targets[@]:rotation}" "${targets[@]:0:rotation}"; do
     dir=$(dir_of "$target")
     inv=$(invalidate_of "$target")
     echo "run $run/$RUNS: $target" >&2
@@ -147,7 +161,8 @@ for run in $(seq 1 "$RUNS"); do
       --filename=random.dat --rw=randread --bs=4k --size="$SIZE" --io_size="$RANDOM_IO" \
       --ioengine=psync --invalidate="$inv")
     printf 'rand read 4k (IOPS)\t%s\t%s\n' "$target" "$value" >>"$results"
-    read -r create stat listing unlink < <(python3 -c "$metadata_script" "$dir/meta-$target" "$FILES")
+    read -r create stat listing unlink < <(
+      "${pin[@]}" python3 -c "$metadata_script" "$dir/meta-$target" "$FILES")
     printf 'create (files/s)\t%s\t%s\n' "$target" "$create" >>"$results"
     printf 'stat (files/s)\t%s\t%s\n' "$target" "$stat" >>"$results"
     printf 'list+stat (files/s)\t%s\t%s\n' "$target" "$listing" >>"$results"
@@ -156,8 +171,10 @@ for run in $(seq 1 "$RUNS"); do
 done
 
 echo
+placement=${PIN_CPU:+all on CPU $PIN_CPU}
 echo "mountsup-mirror vs bindfs $(bindfs --version | awk '{print $2}') vs native; $(uname -sr), $(nproc) CPUs;" \
-  "SIZE=$SIZE RANDOM_IO=$RANDOM_IO FILES=$FILES, $RUNS runs"
+  "SOURCE on $(stat -f -c %T "$src"); SIZE=$SIZE RANDOM_IO=$RANDOM_IO FILES=$FILES; $RUNS runs;" \
+  "${placement:-unpinned}"
 python3 - "$results" <<'EOF'
 import statistics, sys
 rows, order = {}, []

@@ -91,12 +91,31 @@ struct MirrorCommand: ParsableCommand {
     worker.runAndExit()
   }
 
-  /// Every file the kernel knows holds one descriptor; lift the soft limit to the hard one.
+  /// Every file the kernel knows holds one descriptor: lift the soft limit to the hard one,
+  /// and as root the hard one to the system's ceiling (`fs.nr_open`).
   private func raiseDescriptorLimit() {
+    let resource = Int32(RLIMIT_NOFILE.rawValue)
     var limit = rlimit()
-    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max
-    else { return }
+    guard getrlimit(resource, &limit) == 0 else { return }
+    if geteuid() == 0, let text = try? readSmallFile("/proc/sys/fs/nr_open"),
+      let ceiling = rlim_t(text.filter(\.isNumber)), ceiling > limit.rlim_max
+    {
+      var raised = rlimit(rlim_cur: ceiling, rlim_max: ceiling)
+      if setrlimit(resource, &raised) == 0 { return }
+    }
+    guard limit.rlim_cur < limit.rlim_max else { return }
     limit.rlim_cur = limit.rlim_max
-    _ = setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    _ = setrlimit(resource, &limit)
   }
+}
+
+/// The first bytes of a small file such as a /proc setting.
+private func readSmallFile(_ path: String) throws(FUSEError) -> String {
+  let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+  guard descriptor >= 0 else { throw .current }
+  defer { close(descriptor) }
+  var buffer = [UInt8](repeating: 0, count: 64)
+  let count = read(descriptor, &buffer, buffer.count)
+  guard count >= 0 else { throw .current }
+  return String(decoding: buffer[..<count], as: UTF8.self)
 }

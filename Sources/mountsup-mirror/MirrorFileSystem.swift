@@ -28,6 +28,7 @@ final class MirrorFileSystem: FUSEFileSystem {
   /// SOURCE's device when SOURCE is on a local filesystem, whose close(2) never reports an
   /// error; files there are opened without flush, which saves a round trip per close.
   private let localDevice: UInt64?
+  private let descriptorsExhausted = Atomic<Bool>(false)
 
   init(root: MirrorNode, timeouts: MirrorTimeouts) {
     nodes = InodeTable(root: root)
@@ -84,8 +85,27 @@ final class MirrorFileSystem: FUSEFileSystem {
       return entry(node, attributes)
     }
     let descriptor = openat(directory.descriptor, name, MWK_O_PATH | O_NOFOLLOW | O_CLOEXEC)
-    guard descriptor >= 0 else { throw .current }
+    guard descriptor >= 0 else { throw failure(.current) }
     return try adopt(descriptor)
+  }
+
+  /// `error`, after telling the operator (once) when it means the descriptor limit is reached:
+  /// the kernel then holds more files of this mount than the worker may keep open, and every
+  /// new file fails with EMFILE until the kernel forgets some.
+  private func failure(_ error: FUSEError) -> FUSEError {
+    guard error.errno == EMFILE || error.errno == ENFILE,
+      !descriptorsExhausted.exchange(true, ordering: .relaxed)
+    else { return error }
+    var limit = rlimit()
+    getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    let message =
+      "out of file descriptors (limit \(limit.rlim_cur)): the kernel holds more files of this "
+      + "mount than that; new files fail with EMFILE until it forgets some. Raise the limit "
+      + "(LimitNOFILE=, or run as root)."
+    let line = "mountsup-mirror: warning: \(message)\n"
+    _ = line.utf8CString.withUnsafeBufferPointer { Glibc.write(2, $0.baseAddress, $0.count - 1) }
+    SupervisorNotifier.shared.status(message)
+    return error
   }
 
   private func entry(in directory: MirrorNode, name: FUSEName) throws(FUSEError) -> FUSEEntry {
@@ -93,12 +113,16 @@ final class MirrorFileSystem: FUSEFileSystem {
   }
 
   /// Counts a lookup of the file behind the new `O_PATH` descriptor, which it takes over.
-  private func adopt(_ descriptor: Int32) throws(FUSEError) -> FUSEEntry {
-    var attributes = stat()
-    guard fstatat(descriptor, "", &attributes, MWK_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 else {
-      let error = FUSEError.current
-      close(descriptor)
-      throw error
+  /// `known` are its attributes when the caller has just read them.
+  private func adopt(_ descriptor: Int32, known: stat? = nil) throws(FUSEError) -> FUSEEntry {
+    var attributes = known ?? stat()
+    if known == nil {
+      guard fstatat(descriptor, "", &attributes, MWK_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0
+      else {
+        let error = FUSEError.current
+        close(descriptor)
+        throw error
+      }
     }
     let node = nodes.retain(MirrorNode(descriptor: descriptor, key: SourceKey(attributes)))
     return entry(node, attributes)
@@ -326,16 +350,33 @@ final class MirrorFileSystem: FUSEFileSystem {
     do throws(FUSEError) {
       try giveToCaller(
         request, directory: directory, name: name, removeFlags: 0, descriptor: descriptor)
-      // The O_PATH node comes from the open file itself, so a concurrent rename of `name`
-      // cannot make the entry describe another file.
-      let path = withProcPath(descriptor) { Glibc.open($0, MWK_O_PATH | O_CLOEXEC) }
-      guard path >= 0 else { throw FUSEError.current }
-      let entry = try adopt(path)
+      let entry = try node(for: descriptor, in: directory, name: name)
       return (entry, openReply(descriptor, flags: flags, node: nodes.node(entry.inode)))
     } catch {
       close(descriptor)
       throw error
     }
+  }
+
+  /// The entry of the file open as `descriptor`, just created as `name`. Its `O_PATH`
+  /// descriptor comes from the name, the cheap way; should SOURCE have put another file there
+  /// meanwhile, the open file itself is reopened through /proc.
+  private func node(for descriptor: Int32, in directory: MirrorNode, name: FUSEName)
+    throws(FUSEError) -> FUSEEntry
+  {
+    var created = stat()
+    guard fstat(descriptor, &created) == 0 else { throw .current }
+    let path = openat(directory.descriptor, name.cString, MWK_O_PATH | O_NOFOLLOW | O_CLOEXEC)
+    if path >= 0 {
+      var named = stat()
+      if fstatat(path, "", &named, MWK_AT_EMPTY_PATH) == 0, SourceKey(named) == SourceKey(created) {
+        return try adopt(path, known: named)
+      }
+      close(path)
+    }
+    let reopened = withProcPath(descriptor) { Glibc.open($0, MWK_O_PATH | O_CLOEXEC) }
+    guard reopened >= 0 else { throw failure(.current) }
+    return try adopt(reopened, known: created)
   }
 
   func read(_ request: FUSERequest, inode: FUSEInode, handle: UInt64, offset: Int64, size: Int)

@@ -113,6 +113,49 @@ struct DataSafetyTests {
     #expect(try second.stop() == 0)
   }
 
+  @Test("unprivileged, with few descriptors: EMFILE is reported once, and forgets recover it")
+  func unprivilegedDescriptorLimit() throws {
+    let scratch = try Scratch()
+    defer { scratch.remove() }
+    let source = try scratch.directory("src")
+    let mountpoint = try scratch.directory("mnt")
+    chown(source, 65534, 65534)
+    chown(mountpoint, 65534, 65534)
+    // Mounted through fusermount3, as a worker with `user =` in its spec would be.
+    let mirror = try MirrorProcess(
+      source: source, mountpoint: mountpoint,
+      wrapper: [
+        "/usr/bin/prlimit", "--nofile=128:128", "--", "/usr/bin/setpriv", "--reuid=65534",
+        "--regid=65534", "--clear-groups", "--",
+      ])
+    defer { mirror.stopAndClean() }
+    try mirror.waitReady()
+
+    let many = "for i in $(seq 1 200); do : > f$i || exit 1; done"
+    let exhausted = try shell(many, in: mountpoint, asNobody: true)
+    #expect(exhausted.status != 0)
+    #expect(exhausted.output.contains("Too many open files"))
+    guard case .message(let status) = mirror.nextMessage() else {
+      Issue.record("no STATUS message")
+      return
+    }
+    #expect(status.hasPrefix("STATUS=out of file descriptors (limit 128)"))
+    // Once the kernel forgets deleted files, their descriptors are free again.
+    try mustRun("rm -f f*", in: mountpoint, asNobody: true)
+    let fewer = "rm -f g*; for i in $(seq 1 60); do : > g$i || exit 1; done"
+    let recovered = waitUntil(timeout: 20) {
+      (try? shell(fewer, in: mountpoint, asNobody: true).status) == 0
+    }
+    #expect(recovered)
+    #expect(try mirror.stop() == 0)
+    #expect(fuseMount(at: mountpoint) == nil)
+    let warnings = mirror.child.text.split(separator: "\n").filter {
+      $0.contains("warning: out of")
+    }
+    #expect(warnings.count == 1)
+    #expect(try lstatOf(source + "/g1").st_uid == 65534)
+  }
+
   @Test("inodes are forgotten: the worker's descriptors return to their count after deletes")
   func noDescriptorLeak() throws {
     try withMirror { (mirror, _) throws in

@@ -124,11 +124,12 @@ final class MirrorProcess {
   /// The test's end of the readiness socketpair; -1 when started standalone.
   let notify: Int32
 
+  /// `wrapper` runs before the mirror's own command line (setpriv, prlimit, ...).
   init(
     source: String, mountpoint: String, options: [String] = [], supervised: Bool = true,
-    extraArguments: [String] = []
+    extraArguments: [String] = [], wrapper: [String] = []
   ) throws {
-    var arguments = [MirrorProcess.executable, source, mountpoint] + extraArguments
+    var arguments = wrapper + [MirrorProcess.executable, source, mountpoint] + extraArguments
     for option in options { arguments += ["-o", option] }
     var environment = baseEnvironment(home: "/")
     var pair: [Int32] = [-1, -1]
