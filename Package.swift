@@ -76,7 +76,8 @@ let package = Package(
     .testTarget(
       name: "SupervisorTests",
       dependencies: [
-        "MountRuntime", "CLinuxSupport", "MountSupTestSupport", "mountsupd", "mountsup-testworker",
+        "CLinuxSupport", "MountSupTestSupport", "mountsupd", "mountsup-testworker",
+        "mountsup-mirror",
       ]),
     .testTarget(
       name: "ControlTests",
