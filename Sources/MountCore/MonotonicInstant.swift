@@ -13,7 +13,9 @@ public struct MonotonicInstant: Comparable, Hashable, Sendable, CustomStringConv
 
   public static func + (lhs: Self, rhs: Duration) -> Self {
     let delta = rhs.nanosecondsClamped
-    return Self(nanoseconds: delta >= 0 ? lhs.nanoseconds &+ UInt64(delta) : lhs.nanoseconds &- UInt64(-delta))
+    return Self(
+      nanoseconds: delta >= 0 ? lhs.nanoseconds &+ UInt64(delta) : lhs.nanoseconds &- UInt64(-delta)
+    )
   }
 
   public static func - (lhs: Self, rhs: Self) -> Duration {

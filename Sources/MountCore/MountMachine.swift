@@ -186,7 +186,10 @@ public struct MountMachine: Sendable {
       guard case .preparing(number, _) = phase else { return [] }
       return afterFailure(failure, now: now)
     case .spawned(let pid):
-      return updateStarting { $0.pid = pid; return [] }
+      return updateStarting {
+        $0.pid = pid
+        return []
+      }
     case .spawnFailed(let failure):
       guard case .starting = phase else { return [] }
       return afterFailure(failure, now: now)
@@ -205,10 +208,16 @@ public struct MountMachine: Sendable {
       return mountVanished(now: now)
     case .probeAnswered(let number):
       guard number == attempt else { return [] }
-      return updateStarting { $0.probeAnswered = true; return [] } + confirmIfComplete(now: now)
+      return updateStarting {
+        $0.probeAnswered = true
+        return []
+      } + confirmIfComplete(now: now)
     case .probeFailed(let number, let reason):
       guard number == attempt else { return [] }
-      return updateStarting { $0.lastProbeError = reason; return [] }
+      return updateStarting {
+        $0.lastProbeError = reason
+        return []
+      }
     case .exited(let status, let tail):
       return exited(status, outputTail: tail, now: now)
     case .timerFired:
@@ -246,7 +255,10 @@ public struct MountMachine: Sendable {
     workerErrno = nil
     phase = .preparing(attempt: attempt, deadline: now + spec.startTimeout)
     let note = attempt > 1 ? " (attempt \(attempt))" : ""
-    return [.log(.info, "starting\(note): \(spec.command.joined(separator: " "))"), .prepare(attempt: attempt)]
+    return [
+      .log(.info, "starting\(note): \(spec.command.joined(separator: " "))"),
+      .prepare(attempt: attempt),
+    ]
   }
 
   private mutating func stop(now: MonotonicInstant, then: AfterStop) -> [Effect] {
@@ -267,14 +279,17 @@ public struct MountMachine: Sendable {
         return then == .restart ? beginStart(now: now) : []
       }
       if starting.mountSeen {
-        phase = .stopping(Stopping(pid: pid, stage: .unmounting, deadline: now + spec.stopTimeout, then: then))
+        phase = .stopping(
+          Stopping(pid: pid, stage: .unmounting, deadline: now + spec.stopTimeout, then: then))
         return [.cancelProbe, .unmount]
       }
-      phase = .stopping(Stopping(pid: pid, stage: .terminating, deadline: now + spec.stopTimeout, then: then))
+      phase = .stopping(
+        Stopping(pid: pid, stage: .terminating, deadline: now + spec.stopTimeout, then: then))
       return [.cancelProbe, .signal(15)]
     case .ready(let pid, let since):
       readyRunEnded(since: since, now: now)
-      phase = .stopping(Stopping(pid: pid, stage: .unmounting, deadline: now + spec.stopTimeout, then: then))
+      phase = .stopping(
+        Stopping(pid: pid, stage: .unmounting, deadline: now + spec.stopTimeout, then: then))
       return [.log(.info, "stopping: unmounting \(spec.mountpoint)"), .unmount]
     case .stopping(var stopping):
       stopping.then = then
@@ -297,7 +312,10 @@ public struct MountMachine: Sendable {
     if let errno = message.errno { workerErrno = errno }
     if message.stopping { effects.append(.log(.info, "worker is stopping")) }
     if message.ready, spec.readiness != .probe {
-      effects += updateStarting { $0.readySeen = true; return [] }
+      effects += updateStarting {
+        $0.readySeen = true
+        return []
+      }
       effects += confirmIfComplete(now: now)
     }
     return effects
@@ -317,7 +335,10 @@ public struct MountMachine: Sendable {
     else { return [] }
     phase = .ready(pid: pid, since: now)
     let took = now - attemptStartedAt
-    return [.log(.notice, "ready: FUSE mount confirmed at \(spec.mountpoint) after \(took.milliseconds) ms")]
+    return [
+      .log(
+        .notice, "ready: FUSE mount confirmed at \(spec.mountpoint) after \(took.milliseconds) ms")
+    ]
   }
 
   private mutating func mountVanished(now: MonotonicInstant) -> [Effect] {
@@ -331,14 +352,18 @@ public struct MountMachine: Sendable {
       let failure = Failure(
         summary: "its FUSE mount at \(spec.mountpoint) disappeared while the worker ran "
           + "(unmounted from outside? use `mountctl stop \(spec.name)` to stop a mount)")
-      phase = .stopping(Stopping(pid: pid, stage: .terminating, deadline: now + spec.stopTimeout, then: .retry(failure)))
+      phase = .stopping(
+        Stopping(
+          pid: pid, stage: .terminating, deadline: now + spec.stopTimeout, then: .retry(failure)))
       return [.log(.warning, failure.summary), .signal(15)]
     default:
       return []
     }
   }
 
-  private mutating func exited(_ status: ExitStatus, outputTail: [String], now: MonotonicInstant) -> [Effect] {
+  private mutating func exited(_ status: ExitStatus, outputTail: [String], now: MonotonicInstant)
+    -> [Effect]
+  {
     let words = workerError ?? outputTail.last { !$0.allSatisfy(\.isWhitespace) }
     switch phase {
     case .starting:
@@ -355,7 +380,10 @@ public struct MountMachine: Sendable {
         errno: workerErrno, outputTail: outputTail)
       if status.isSuccess, spec.restart != .always {
         phase = .exited(status)
-        return [.detachMount, .log(.notice, "worker \(status); restart = \(spec.restart.rawValue), not restarting")]
+        return [
+          .detachMount,
+          .log(.notice, "worker \(status); restart = \(spec.restart.rawValue), not restarting"),
+        ]
       }
       return [.detachMount] + afterFailure(failure, now: now, countsAsFailure: !status.isSuccess)
     case .stopping(let stopping):
@@ -380,17 +408,24 @@ public struct MountMachine: Sendable {
     switch phase {
     case .preparing:
       return afterFailure(
-        Failure(summary: "the mountpoint \(spec.mountpoint) could not be prepared within \(formatDuration(spec.startTimeout))"),
+        Failure(
+          summary:
+            "the mountpoint \(spec.mountpoint) could not be prepared within \(formatDuration(spec.startTimeout))"
+        ),
         now: now)
     case .starting(_, _, let starting):
       var missing: [String] = []
-      if spec.readiness != .probe, !starting.readySeen { missing.append("the worker never sent READY=1") }
+      if spec.readiness != .probe, !starting.readySeen {
+        missing.append("the worker never sent READY=1")
+      }
       if !starting.mountSeen { missing.append("no FUSE mount appeared at \(spec.mountpoint)") }
       if spec.readiness == .probe, starting.mountSeen, !starting.probeAnswered {
-        missing.append("the mount did not answer a probe (\(starting.lastProbeError ?? "no answer"))")
+        missing.append(
+          "the mount did not answer a probe (\(starting.lastProbeError ?? "no answer"))")
       }
       let failure = Failure(
-        summary: "no confirmed FUSE init within \(formatDuration(spec.startTimeout)) (\(missing.joined(separator: "; ")))",
+        summary:
+          "no confirmed FUSE init within \(formatDuration(spec.startTimeout)) (\(missing.joined(separator: "; ")))",
         workerError: workerError, errno: workerErrno)
       guard let pid = starting.pid else { return afterFailure(failure, now: now) }
       phase = .stopping(Stopping(pid: pid, stage: .killing, deadline: nil, then: .retry(failure)))
@@ -403,12 +438,22 @@ public struct MountMachine: Sendable {
         stopping.stage = .terminating
         stopping.deadline = now + spec.stopTimeout
         phase = .stopping(stopping)
-        return [.log(.warning, "worker did not exit within \(formatDuration(spec.stopTimeout)) of the unmount; sending SIGTERM"), .signal(15)]
+        return [
+          .log(
+            .warning,
+            "worker did not exit within \(formatDuration(spec.stopTimeout)) of the unmount; sending SIGTERM"
+          ), .signal(15),
+        ]
       case .terminating:
         stopping.stage = .killing
         stopping.deadline = nil
         phase = .stopping(stopping)
-        return [.log(.warning, "worker did not exit within \(formatDuration(spec.stopTimeout)) of SIGTERM; sending SIGKILL"), .signal(9), .detachMount]
+        return [
+          .log(
+            .warning,
+            "worker did not exit within \(formatDuration(spec.stopTimeout)) of SIGTERM; sending SIGKILL"
+          ), .signal(9), .detachMount,
+        ]
       case .killing:
         return []
       }
@@ -424,7 +469,9 @@ public struct MountMachine: Sendable {
   }
 
   /// Applies the restart policy, the start limit and the backoff after a failed start or a crash.
-  private mutating func afterFailure(_ failure: Failure, now: MonotonicInstant, countsAsFailure: Bool = true) -> [Effect] {
+  private mutating func afterFailure(
+    _ failure: Failure, now: MonotonicInstant, countsAsFailure: Bool = true
+  ) -> [Effect] {
     lastFailure = failure
     if countsAsFailure { consecutiveFailures += 1 }
     if spec.restart == .never {
@@ -434,7 +481,8 @@ public struct MountMachine: Sendable {
     startHistory.removeAll { now - $0 >= spec.startLimitInterval }
     if startHistory.count >= spec.startLimitBurst {
       let given = Failure(
-        summary: "start limit reached (\(startHistory.count) starts within \(formatDuration(spec.startLimitInterval))), "
+        summary:
+          "start limit reached (\(startHistory.count) starts within \(formatDuration(spec.startLimitInterval))), "
           + "giving up; last failure: \(failure.summary)",
         workerError: failure.workerError, errno: failure.errno, outputTail: failure.outputTail)
       lastFailure = given
@@ -443,7 +491,9 @@ public struct MountMachine: Sendable {
     }
     let delay = backoffDelay()
     phase = .backoff(until: now + delay)
-    return [.log(countsAsFailure ? .error : .notice, "\(failure); restarting in \(formatDuration(delay))")]
+    return [
+      .log(countsAsFailure ? .error : .notice, "\(failure); restarting in \(formatDuration(delay))")
+    ]
   }
 
   private func backoffDelay() -> Duration {

@@ -42,7 +42,9 @@ public struct SupervisorCore: Sendable {
     settle(now: now)
   }
 
-  public mutating func handle(_ event: MountMachine.Event, for name: String, now: MonotonicInstant) -> [Effect] {
+  public mutating func handle(_ event: MountMachine.Event, for name: String, now: MonotonicInstant)
+    -> [Effect]
+  {
     guard machines[name] != nil else { return [] }
     let effects = machines[name]!.handle(event, now: now).map { Effect.mount(name, $0) }
     return effects + settle(now: now)
@@ -105,7 +107,8 @@ public struct SupervisorCore: Sendable {
 
   /// Applies a new set of specs: removed mounts stop (and are forgotten once settled), added
   /// ones start, changed ones restart, unchanged ones are left alone.
-  public mutating func apply(specs: [MountSpec], now: MonotonicInstant) -> (ReloadSummary, [Effect]) {
+  public mutating func apply(specs: [MountSpec], now: MonotonicInstant) -> (ReloadSummary, [Effect])
+  {
     var summary = ReloadSummary()
     var effects: [Effect] = []
     let newNames = Set(specs.map(\.name))
@@ -154,7 +157,9 @@ public struct SupervisorCore: Sendable {
   }
 
   public var requiredMountsReady: Bool {
-    machines.values.allSatisfy { !$0.spec.required || $0.isReady || removing.contains($0.spec.name) }
+    machines.values.allSatisfy {
+      !$0.spec.required || $0.isReady || removing.contains($0.spec.name)
+    }
   }
 
   /// The parent mount's name, if this mount's mountpoint lies inside another managed mount.
@@ -184,7 +189,9 @@ public struct SupervisorCore: Sendable {
     switch machine.phase {
     case .inactive:
       if held.contains(name) { return "stopped" }
-      if let parent = parents[name], !(machines[parent]?.isReady ?? true) { return "waiting for \(parent)" }
+      if let parent = parents[name], !(machines[parent]?.isReady ?? true) {
+        return "waiting for \(parent)"
+      }
       return "stopped"
     case .preparing, .starting:
       return machine.attempt > 1 ? "starting, attempt \(machine.attempt)" : "starting"
@@ -206,7 +213,8 @@ public struct SupervisorCore: Sendable {
       changed = false
       for name in order {
         let machine = machines[name]!
-        if restarting.contains(name), descendants(of: name).allSatisfy({ machines[$0]!.isSettled }) {
+        if restarting.contains(name), descendants(of: name).allSatisfy({ machines[$0]!.isSettled })
+        {
           restarting.remove(name)
           if isWanted(name) {
             effects += machines[name]!.handle(.restart, now: now).map { .mount(name, $0) }
@@ -242,7 +250,8 @@ public struct SupervisorCore: Sendable {
   private mutating func serviceEffects(now: MonotonicInstant) -> [Effect] {
     var effects: [Effect] = []
     if !readyAnnounced, serviceFailure == nil, !shuttingDown {
-      if let name = order.first(where: { machines[$0]!.spec.required && failureBlocking($0) != nil }) {
+      if let name = order.first(where: { machines[$0]!.spec.required && failureBlocking($0) != nil }
+      ) {
         let failure = failureBlocking(name)!
         serviceFailure = (name, failure)
         shuttingDown = true
@@ -264,8 +273,12 @@ public struct SupervisorCore: Sendable {
   private func failureBlocking(_ name: String) -> Failure? {
     guard let machine = machines[name] else { return nil }
     if case .failed(let failure) = machine.phase { return failure }
-    if case .exited(let status) = machine.phase { return Failure(summary: "the worker \(status) and is not restarted") }
-    guard let parent = parents[name], let parentFailure = failureBlocking(parent) else { return nil }
+    if case .exited(let status) = machine.phase {
+      return Failure(summary: "the worker \(status) and is not restarted")
+    }
+    guard let parent = parents[name], let parentFailure = failureBlocking(parent) else {
+      return nil
+    }
     return Failure(summary: "its parent mount \(parent) failed: \(parentFailure)")
   }
 
@@ -273,7 +286,8 @@ public struct SupervisorCore: Sendable {
   /// parent (if any) both wanted and ready. A parent that is to stop takes its nested mounts down
   /// first, so that its own unmount is not refused with EBUSY.
   private func isWanted(_ name: String) -> Bool {
-    guard !shuttingDown, !held.contains(name), !removing.contains(name), !restarting.contains(name) else {
+    guard !shuttingDown, !held.contains(name), !removing.contains(name), !restarting.contains(name)
+    else {
       return false
     }
     guard let parent = parents[name] else { return true }
@@ -309,7 +323,9 @@ public struct SupervisorCore: Sendable {
     let specs = machines.values.map(\.spec)
     parents = [:]
     for spec in specs {
-      let containing = specs.filter { $0.name != spec.name && isInside(spec.mountpoint, $0.mountpoint) }
+      let containing = specs.filter {
+        $0.name != spec.name && isInside(spec.mountpoint, $0.mountpoint)
+      }
       parents[spec.name] = containing.max { $0.mountpoint.count < $1.mountpoint.count }?.name
     }
     order = specs.sorted { lhs, rhs in

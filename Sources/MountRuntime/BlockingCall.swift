@@ -7,7 +7,9 @@ import Glibc
 /// that thread, never the supervisor.
 enum BlockingCall {
   /// `work` returns 0 on success or an errno; `completion` runs on the loop's thread.
-  static func start(on loop: EventLoop, work: @escaping @Sendable () -> Int32, completion: @escaping (Int32) -> Void) {
+  static func start(
+    on loop: EventLoop, work: @escaping @Sendable () -> Int32, completion: @escaping (Int32) -> Void
+  ) {
     var fds: [Int32] = [-1, -1]
     guard mountsup_pipe(&fds) == 0 else {
       completion(errno)

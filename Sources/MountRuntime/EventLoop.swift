@@ -31,7 +31,9 @@ final class EventLoop {
     var event = epoll_event()
     event.events = events
     event.data.u64 = token
-    guard epoll_ctl(epollFD, EPOLL_CTL_ADD, fd, &event) == 0 else { throw RuntimeError("epoll_ctl(ADD, fd \(fd))") }
+    guard epoll_ctl(epollFD, EPOLL_CTL_ADD, fd, &event) == 0 else {
+      throw RuntimeError("epoll_ctl(ADD, fd \(fd))")
+    }
     handlers[token] = (fd, handler)
     tokens[fd] = token
   }

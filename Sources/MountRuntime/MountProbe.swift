@@ -32,7 +32,9 @@ final class MountProbe: Sendable {
           close(readEnd)
           return
         }
-        for record in buffer.prefix(got).split(separator: 0, omittingEmptySubsequences: false).dropLast() {
+        for record in buffer.prefix(got).split(separator: 0, omittingEmptySubsequences: false)
+          .dropLast()
+        {
           report(record.isEmpty ? nil : String(decoding: record, as: UTF8.self))
         }
       }

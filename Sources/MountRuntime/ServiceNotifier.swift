@@ -41,13 +41,18 @@ final class ServiceNotifier {
   func reloading() {
     var spec = timespec()
     clock_gettime(CLOCK_MONOTONIC, &spec)
-    send(["RELOADING=1", "MONOTONIC_USEC=\(UInt64(spec.tv_sec) * 1_000_000 + UInt64(spec.tv_nsec) / 1000)"])
+    send([
+      "RELOADING=1",
+      "MONOTONIC_USEC=\(UInt64(spec.tv_sec) * 1_000_000 + UInt64(spec.tv_nsec) / 1000)",
+    ])
   }
 
   /// Asks for this much more start-up time from now, while mounts are still legitimately starting.
   func extendTimeout(microseconds: UInt64) {
     // Resend only when the wish moved by a second or more, not on every event.
-    if let last = lastExtension, last > microseconds ? last - microseconds < 1_000_000 : microseconds - last < 1_000_000 {
+    if let last = lastExtension,
+      last > microseconds ? last - microseconds < 1_000_000 : microseconds - last < 1_000_000
+    {
       return
     }
     lastExtension = microseconds

@@ -32,7 +32,9 @@ public final class Supervisor {
   /// Blocks SIGTERM, SIGINT and SIGHUP and returns a signalfd for them. Call it first thing in
   /// `main`, before any thread exists, so that every later thread inherits the mask.
   public static func captureSignals() throws -> Int32 {
-    let fd = [SIGTERM, SIGINT, SIGHUP].withUnsafeBufferPointer { mountsup_signalfd($0.baseAddress, $0.count) }
+    let fd = [SIGTERM, SIGINT, SIGHUP].withUnsafeBufferPointer {
+      mountsup_signalfd($0.baseAddress, $0.count)
+    }
     guard fd >= 0 else { throw RuntimeError("signalfd") }
     return fd
   }
@@ -65,7 +67,9 @@ public final class Supervisor {
     }
     inheritedEnvironment = environment
     // Workers are found on PATH, then beside this executable (where mountsup-mirror is built).
-    let path = environment["PATH"].map { $0.split(separator: ":").map(String.init) } ?? LaunchPlan.defaultSearchPath
+    let path =
+      environment["PATH"].map { $0.split(separator: ":").map(String.init) }
+      ?? LaunchPlan.defaultSearchPath
     searchPath = path + [Self.ownDirectory()].compactMap { $0 }
   }
 
@@ -86,8 +90,13 @@ public final class Supervisor {
     watchdog = try Watchdog.start(on: loop, notifier: notifier) { [unowned self] in
       core.serviceFailure == nil
     }
-    if let watchdog { logger.info("watchdog: WATCHDOG=1 every \(watchdog.timeout / 2) (WatchdogSec=\(watchdog.timeout))") }
-    logger.info("starting \(configuration.mounts.count) mounts from \(configuration.files.joined(separator: ", "))")
+    if let watchdog {
+      logger.info(
+        "watchdog: WATCHDOG=1 every \(watchdog.timeout / 2) (WatchdogSec=\(watchdog.timeout))")
+    }
+    logger.info(
+      "starting \(configuration.mounts.count) mounts from \(configuration.files.joined(separator: ", "))"
+    )
     execute(core.begin(now: .now()))
     while exitCode == nil { loop.runOnce() }
     control?.close()
@@ -137,18 +146,22 @@ public final class Supervisor {
       if got > 0 {
         worker.pendingOutput += buffer.prefix(got)
         while let newline = worker.pendingOutput.firstIndex(of: UInt8(ascii: "\n")) {
-          record(line: String(decoding: worker.pendingOutput[..<newline], as: UTF8.self), of: name, pid: worker.pid)
+          record(
+            line: String(decoding: worker.pendingOutput[..<newline], as: UTF8.self), of: name,
+            pid: worker.pid)
           worker.pendingOutput.removeSubrange(...newline)
         }
         if worker.pendingOutput.count > 8192 {
-          record(line: String(decoding: worker.pendingOutput, as: UTF8.self), of: name, pid: worker.pid)
+          record(
+            line: String(decoding: worker.pendingOutput, as: UTF8.self), of: name, pid: worker.pid)
           worker.pendingOutput.removeAll()
         }
         continue
       }
       if got < 0, errno == EAGAIN || errno == EINTR { return }
       if !worker.pendingOutput.isEmpty {
-        record(line: String(decoding: worker.pendingOutput, as: UTF8.self), of: name, pid: worker.pid)
+        record(
+          line: String(decoding: worker.pendingOutput, as: UTF8.self), of: name, pid: worker.pid)
         worker.pendingOutput.removeAll()
       }
       loop.remove(worker.outputFD)
@@ -255,13 +268,15 @@ public final class Supervisor {
         logger.notice("ready: \(core.statusLine)")
         notifier.ready(status: core.statusLine)
       case .announceFailure(let name, let failure):
-        logger.error("cannot start: required mount \(name) failed: \(failure)", metadata: ["mount": "\(name)"])
+        logger.error(
+          "cannot start: required mount \(name) failed: \(failure)", metadata: ["mount": "\(name)"])
         for line in failure.outputTail.suffix(10) {
           logger.error("  | \(line)", metadata: ["mount": "\(name)"])
         }
         notifier.failure(status: core.statusLine, errno: failure.errno)
       case .exit(let code):
-        logger.notice(code == 0 ? "all mounts stopped" : "exiting with status \(code): \(core.statusLine)")
+        logger.notice(
+          code == 0 ? "all mounts stopped" : "exiting with status \(code): \(core.statusLine)")
         exitCode = code
       }
     }
@@ -291,9 +306,13 @@ public final class Supervisor {
     case .startProbe(let attempt):
       guard let worker = workers[name], let spec = core.machines[name]?.spec else { return }
       let owner = table.entries.first { $0.id == worker.mountID }?.owner
-      probes[name] = MountProbe(mountpoint: worker.mountpoint, probePath: spec.probePath, owner: owner, loop: loop) {
+      probes[name] = MountProbe(
+        mountpoint: worker.mountpoint, probePath: spec.probePath, owner: owner, loop: loop
+      ) {
         [unowned self] failure in
-        deliver(failure.map { .probeFailed(attempt: attempt, $0) } ?? .probeAnswered(attempt: attempt), to: name)
+        deliver(
+          failure.map { .probeFailed(attempt: attempt, $0) } ?? .probeAnswered(attempt: attempt),
+          to: name)
         flushEvents()
       }
     case .cancelProbe:
@@ -328,37 +347,58 @@ public final class Supervisor {
     }
     guard top.isFUSE else {
       let failure = Failure(
-        summary: "a \(top.fsType) mount (\(top.source)) is already at \(mountpoint); MountSupervisor "
-          + "only replaces dead FUSE mounts and leaves this one alone: unmount it or choose another mountpoint")
+        summary:
+          "a \(top.fsType) mount (\(top.source)) is already at \(mountpoint); MountSupervisor "
+          + "only replaces dead FUSE mounts and leaves this one alone: unmount it or choose another mountpoint"
+      )
       deliver(.prepareFailed(attempt: attempt, failure), to: name)
       return
     }
     // Is its daemon gone? Ask off the loop: a hung daemon blocks whoever touches its mount.
-    BlockingCall.start(on: loop, work: { Self.statfsError(mountpoint, as: top.owner) }) { [unowned self] code in
-      defer { flushEvents() }
-      guard case .preparing(attempt, _) = core.machines[name]?.phase else { return }
-      switch code {
-      case ENOTCONN, ECONNABORTED:
-        let asRoot = geteuid() == 0
-        if let problem = Unmounting.detach(mountpoint, asRoot: asRoot) {
-          deliver(.prepareFailed(attempt: attempt, Failure(summary: "cannot clear the dead FUSE mount at \(mountpoint): \(problem)")), to: name)
-          return
-        }
-        logger(for: name).warning(
-          "detached a dead FUSE mount (\(top.fsType), \(top.source)) left at \(mountpoint): \(errorText(code))")
-        prepare(name, attempt: attempt)
-      case 0:
-        let failure = Failure(
-          summary: "a live FUSE mount (\(top.fsType), \(top.source)) that this supervisor did not start is "
-            + "already at \(mountpoint) and answers; it is left alone: unmount it (umount \(mountpoint)) "
-            + "or choose another mountpoint")
-        deliver(.prepareFailed(attempt: attempt, failure), to: name)
-      default:
-        let failure = Failure(
-          summary: "the FUSE mount (\(top.fsType), \(top.source)) already at \(mountpoint) fails statfs "
-            + "with \(errorText(code)); it is left alone: unmount it or choose another mountpoint")
-        deliver(.prepareFailed(attempt: attempt, failure), to: name)
+    let owner = top.owner
+    BlockingCall.start(
+      on: loop, work: { Self.statfsError(mountpoint, as: owner) },
+      completion: { [unowned self] code in
+        existingMountAnswered(code, mount: top, for: name, attempt: attempt)
+      })
+  }
+
+  /// Decides about a FUSE mount found at the mountpoint from its `statfs` answer: a dead one is
+  /// detached and the preparation repeated; a live or failing one is refused and left alone.
+  private func existingMountAnswered(
+    _ code: Int32, mount top: MountEntry, for name: String, attempt: Int
+  ) {
+    let mountpoint = top.mountpoint
+    defer { flushEvents() }
+    guard case .preparing(attempt, _) = core.machines[name]?.phase else { return }
+    switch code {
+    case ENOTCONN, ECONNABORTED:
+      let asRoot = geteuid() == 0
+      if let problem = Unmounting.detach(mountpoint, asRoot: asRoot) {
+        deliver(
+          .prepareFailed(
+            attempt: attempt,
+            Failure(summary: "cannot clear the dead FUSE mount at \(mountpoint): \(problem)")),
+          to: name)
+        return
       }
+      logger(for: name).warning(
+        "detached a dead FUSE mount (\(top.fsType), \(top.source)) left at \(mountpoint): \(errorText(code))"
+      )
+      prepare(name, attempt: attempt)
+    case 0:
+      let failure = Failure(
+        summary:
+          "a live FUSE mount (\(top.fsType), \(top.source)) that this supervisor did not start is "
+          + "already at \(mountpoint) and answers; it is left alone: unmount it (umount \(mountpoint)) "
+          + "or choose another mountpoint")
+      deliver(.prepareFailed(attempt: attempt, failure), to: name)
+    default:
+      let failure = Failure(
+        summary:
+          "the FUSE mount (\(top.fsType), \(top.source)) already at \(mountpoint) fails statfs "
+          + "with \(errorText(code)); it is left alone: unmount it or choose another mountpoint")
+      deliver(.prepareFailed(attempt: attempt, failure), to: name)
     }
   }
 
@@ -376,31 +416,42 @@ public final class Supervisor {
     for component in spec.mountpoint.split(separator: "/") {
       path += "/" + component
       if mkdir(path, 0o755) == 0 {
-        if let user = spec.user, let entry = getpwnam(user) { chown(path, entry.pointee.pw_uid, entry.pointee.pw_gid) }
+        if let user = spec.user, let entry = getpwnam(user) {
+          chown(path, entry.pointee.pw_uid, entry.pointee.pw_gid)
+        }
       } else if errno != EEXIST {
         return "cannot create the mountpoint \(path): \(errorText(errno))"
       }
     }
     var info = stat()
-    guard stat(spec.mountpoint, &info) == 0 else { return "cannot use the mountpoint \(spec.mountpoint): \(errorText(errno))" }
-    guard info.st_mode & S_IFMT == S_IFDIR else { return "the mountpoint \(spec.mountpoint) is not a directory" }
+    guard stat(spec.mountpoint, &info) == 0 else {
+      return "cannot use the mountpoint \(spec.mountpoint): \(errorText(errno))"
+    }
+    guard info.st_mode & S_IFMT == S_IFDIR else {
+      return "the mountpoint \(spec.mountpoint) is not a directory"
+    }
     return nil
   }
 
   private func spawn(_ name: String, attempt: Int) {
     guard let spec = core.machines[name]?.spec else { return }
     do {
-      let sdNotify = try spec.readiness == .notify ? WorkerNotifySocket(mount: name, attempt: attempt) : nil
+      let sdNotify =
+        try spec.readiness == .notify ? WorkerNotifySocket(mount: name, attempt: attempt) : nil
       let plan: LaunchPlan
       do {
         plan = try LaunchPlan(
-          spec: spec, inherited: inheritedEnvironment, searchPath: searchPath, notifySocket: sdNotify?.address)
+          spec: spec, inherited: inheritedEnvironment, searchPath: searchPath,
+          notifySocket: sdNotify?.address)
       } catch {
         if let sdNotify { close(sdNotify.fd) }
         throw error
       }
       var pair: [Int32] = [-1, -1]
-      guard socketpair(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair) == 0 else {
+      guard
+        socketpair(AF_UNIX, Int32(SOCK_SEQPACKET.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0, &pair)
+          == 0
+      else {
         throw Failure(summary: "socketpair: \(errorText(errno))")
       }
       var pipe: [Int32] = [-1, -1]
@@ -415,7 +466,7 @@ public final class Supervisor {
       do {
         launched = try plan.launch(notify: pair[1], output: pipe[1])
       } catch {
-        [pair[0], pair[1], pipe[0], pipe[1]].forEach { close($0) }
+        for fd in [pair[0], pair[1], pipe[0], pipe[1]] { close(fd) }
         if let sdNotify { close(sdNotify.fd) }
         throw error
       }
@@ -441,7 +492,8 @@ public final class Supervisor {
         flushEvents()
       }
       try loop.add(worker.outputFD) { [unowned self] _ in workerOutputReadable(name, worker) }
-      logger(for: name).info("worker started, pid \(launched.pid)", metadata: ["pid": "\(launched.pid)"])
+      logger(for: name).info(
+        "worker started, pid \(launched.pid)", metadata: ["pid": "\(launched.pid)"])
       deliver(.spawned(pid: launched.pid), to: name)
     } catch let failure as Failure {
       deliver(.spawnFailed(failure), to: name)
@@ -463,7 +515,9 @@ public final class Supervisor {
         logger.warning("\(problem)", metadata: ["mount": "\(name)"])
         return
       }
-      logger.info("detached the worker's FUSE mount at \(mountpoint) (\(entry.fsType))", metadata: ["mount": "\(name)"])
+      logger.info(
+        "detached the worker's FUSE mount at \(mountpoint) (\(entry.fsType))",
+        metadata: ["mount": "\(name)"])
     }
   }
 
@@ -522,12 +576,15 @@ extension Supervisor: ControlHost {
   func applyConfiguration() throws -> SupervisorCore.ReloadSummary {
     let next = try loadConfiguration()
     if next.supervisor.controlSocket != configuration.supervisor.controlSocket {
-      logger.warning("control_socket changed to \(next.supervisor.controlSocket); it takes effect when mountsupd restarts")
+      logger.warning(
+        "control_socket changed to \(next.supervisor.controlSocket); it takes effect when mountsupd restarts"
+      )
     }
     let (summary, effects) = core.apply(specs: next.mounts, now: .now())
     configuration = next
     logger.notice(
-      "reloaded: added \(summary.added), removed \(summary.removed), changed \(summary.changed), unchanged \(summary.unchanged.count)")
+      "reloaded: added \(summary.added), removed \(summary.removed), changed \(summary.changed), unchanged \(summary.unchanged.count)"
+    )
     execute(effects)
     return summary
   }

@@ -20,8 +20,10 @@ enum Unmounting {
   static func detach(_ mountpoint: String, asRoot: Bool) -> String? {
     guard asRoot else {
       let status = runHelper(["fusermount3", "-uz", mountpoint])
-      return status == .exited(0) ? nil : "fusermount3 -uz \(mountpoint) \(status.map { "\($0)" } ?? "could not run")"
+      return status == .exited(0)
+        ? nil : "fusermount3 -uz \(mountpoint) \(status.map { "\($0)" } ?? "could not run")"
     }
-    return umount2(mountpoint, Int32(MNT_DETACH)) == 0 ? nil : "umount -l \(mountpoint): \(errorText(errno))"
+    return umount2(mountpoint, Int32(MNT_DETACH)) == 0
+      ? nil : "umount -l \(mountpoint): \(errorText(errno))"
   }
 }

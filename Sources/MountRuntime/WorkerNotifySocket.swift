@@ -11,7 +11,9 @@ struct WorkerNotifySocket {
   let address: String
 
   init(mount name: String, attempt: Int) throws {
-    fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
+    fd = socket(
+      AF_UNIX,
+      Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
     guard fd >= 0 else { throw RuntimeError("socket(AF_UNIX, SOCK_DGRAM)") }
     let abstractName = "mountsup/\(getpid())/\(name)/\(attempt)"
     address = "@" + abstractName

@@ -66,16 +66,22 @@ struct LaunchPlan {
   ]
 
   /// - Parameter notifySocket: mode `notify`: the worker's own `NOTIFY_SOCKET` address.
-  init(spec: MountSpec, inherited: [String: String], searchPath: [String], notifySocket: String? = nil) throws(Failure) {
+  init(
+    spec: MountSpec, inherited: [String: String], searchPath: [String], notifySocket: String? = nil
+  ) throws(Failure) {
     guard let command = spec.command.first else { throw Failure(summary: "the command is empty") }
     executable = try Self.resolve(command, searchPath: searchPath)
     arguments = spec.command
     var variables = inherited.filter { !Self.withheld.contains($0.key) }
     if let user = spec.user {
-      guard let entry = getpwnam(user) else { throw Failure(summary: "user \"\(user)\" does not exist") }
+      guard let entry = getpwnam(user) else {
+        throw Failure(summary: "user \"\(user)\" does not exist")
+      }
       var gid = entry.pointee.pw_gid
       if let group = spec.group {
-        guard let groupEntry = getgrnam(group) else { throw Failure(summary: "group \"\(group)\" does not exist") }
+        guard let groupEntry = getgrnam(group) else {
+          throw Failure(summary: "group \"\(group)\" does not exist")
+        }
         gid = groupEntry.pointee.gr_gid
       }
       var count: Int32 = 64
@@ -89,7 +95,9 @@ struct LaunchPlan {
       variables["LOGNAME"] = user
       variables["HOME"] = String(cString: entry.pointee.pw_dir)
     } else if let group = spec.group {
-      guard let groupEntry = getgrnam(group) else { throw Failure(summary: "group \"\(group)\" does not exist") }
+      guard let groupEntry = getgrnam(group) else {
+        throw Failure(summary: "group \"\(group)\" does not exist")
+      }
       credentials = (getuid(), groupEntry.pointee.gr_gid, [groupEntry.pointee.gr_gid])
     }
     variables["MOUNTSUP_NOTIFY_FD"] = "3"
@@ -112,7 +120,8 @@ struct LaunchPlan {
     for directory in searchPath where !directory.isEmpty {
       let candidate = directory + "/" + command
       var info = stat()
-      if stat(candidate, &info) == 0, info.st_mode & S_IFMT == S_IFREG, access(candidate, X_OK) == 0 {
+      if stat(candidate, &info) == 0, info.st_mode & S_IFMT == S_IFREG, access(candidate, X_OK) == 0
+      {
         return candidate
       }
     }
@@ -126,8 +135,7 @@ struct LaunchPlan {
     let argv = arguments.map { strdup($0) } + [nil]
     let envp = environment.map { strdup($0) } + [nil]
     defer {
-      argv.forEach { free($0) }
-      envp.forEach { free($0) }
+      for pointer in argv + envp { free(pointer) }
     }
     var pid: pid_t = 0
     var pidfd: Int32 = -1
@@ -156,7 +164,8 @@ struct LaunchPlan {
     }
     guard code == 0 else {
       let what = step.map { String(cString: $0) } ?? "spawn"
-      throw Failure(summary: "cannot start \(executable): \(what) failed: \(errorText(code))", errno: code)
+      throw Failure(
+        summary: "cannot start \(executable): \(what) failed: \(errorText(code))", errno: code)
     }
     return (pid, pidfd)
   }
@@ -184,5 +193,7 @@ extension LaunchPlan {
     return plan
   }
 
-  static let defaultSearchPath = ["/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin"]
+  static let defaultSearchPath = [
+    "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin",
+  ]
 }

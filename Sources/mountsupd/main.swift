@@ -24,7 +24,9 @@ struct MountSupervisorDaemon: ParsableCommand {
   @Option(name: .long, help: "The configuration file.")
   var config: String = Configuration.defaultPath
 
-  @Flag(name: .long, help: "Validate the configuration, print the resolved mounts and exit (0 valid, 1 invalid).")
+  @Flag(
+    name: .long,
+    help: "Validate the configuration, print the resolved mounts and exit (0 valid, 1 invalid).")
   var checkConfig = false
 
   @Flag(name: .long, help: "Log debug messages too.")

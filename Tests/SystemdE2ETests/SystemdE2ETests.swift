@@ -11,11 +11,13 @@ import Testing
   @Test(
     "mountsupd under systemd: start, journal, watchdog, reload, crashes, stop, failure",
     .enabled(
-      if: E2EScript.machineCanRun(),
-      "needs root, /dev/fuse and a systemd-nspawn (systemd-container) that starts containers"),
+      "needs root, /dev/fuse and a systemd-nspawn (systemd-container) that starts containers"
+    ) {
+      await E2EScript.machineCanRun()
+    },
     .timeLimit(.minutes(4)))
-  func systemdEndToEnd() throws {
-    let run = try E2EScript.run([E2EScript.binDirectory])
+  func systemdEndToEnd() async throws {
+    let run = try await E2EScript.run([E2EScript.binDirectory])
     print(run.output, terminator: "")
     if run.status == E2EScript.skipped {
       try Test.cancel("the systemd end-to-end test cannot run here (see its output above)")
@@ -39,8 +41,8 @@ enum E2EScript {
   }()
 
   /// Asks the script whether a container can run here; prints why not when it cannot.
-  static func machineCanRun() -> Bool {
-    guard let check = try? run(["--check", binDirectory]) else {
+  static func machineCanRun() async -> Bool {
+    guard let check = try? await run(["--check", binDirectory]) else {
       print("SKIPPED: cannot run \(path)")
       return false
     }
@@ -48,18 +50,31 @@ enum E2EScript {
     return check.status != skipped
   }
 
-  /// Runs the script with `arguments`; its stdout and stderr together.
-  static func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
+  /// Runs the script with `arguments`; its stdout and stderr together. It takes a while, so it is
+  /// awaited, not waited for: a blocked thread would starve the tests running beside it.
+  static func run(_ arguments: [String]) async throws -> (status: Int32, output: String) {
+    let outputPath = FileManager.default.temporaryDirectory
+      .appendingPathComponent("mountsup-e2e-\(UUID().uuidString).log").path
+    FileManager.default.createFile(atPath: outputPath, contents: nil)
+    defer { try? FileManager.default.removeItem(atPath: outputPath) }
+    let output = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
+    defer { try? output.close() }
     let process = Process()
     process.executableURL = URL(fileURLWithPath: "/bin/bash")
     process.arguments = [path] + arguments
-    let pipe = Pipe()
-    process.standardOutput = pipe
-    process.standardError = pipe
+    process.standardOutput = output
+    process.standardError = output
     process.standardInput = FileHandle.nullDevice
-    try process.run()
-    let output = pipe.fileHandleForReading.readDataToEndOfFile()
-    process.waitUntilExit()
-    return (process.terminationStatus, String(decoding: output, as: UTF8.self))
+    let status: Int32 = try await withCheckedThrowingContinuation { continuation in
+      process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
+      do {
+        try process.run()
+      } catch {
+        process.terminationHandler = nil
+        continuation.resume(throwing: error)
+      }
+    }
+    let text = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+    return (status, text)
   }
 }
