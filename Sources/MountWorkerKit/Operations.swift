@@ -23,6 +23,21 @@ private func replyAttributes(_ request: fuse_req_t?, _ reply: FUSEAttributeReply
   fuse_reply_attr(request, &attributes, reply.timeout)
 }
 
+/// Fills a directory listing and replies with it; entries already added are sent even when the
+/// filesystem fails part-way, so that the kernel does not ask for them again.
+private func replyListing(
+  _ request: fuse_req_t?, capacity: Int,
+  _ fill: (inout FUSEDirectoryBuffer) throws(FUSEError) -> Void
+) {
+  var buffer = FUSEDirectoryBuffer(request: request!, capacity: capacity)
+  do throws(FUSEError) {
+    try fill(&buffer)
+  } catch {
+    if buffer.isEmpty { return fail(request, error) }
+  }
+  fuse_reply_buf(request, buffer.base, buffer.count)
+}
+
 private func name(_ pointer: UnsafePointer<CChar>?) -> FUSEName { FUSEName(pointer!) }
 
 private func handle(_ info: UnsafeMutablePointer<fuse_file_info>?) -> UInt64 {
@@ -240,35 +255,19 @@ extension SessionContext {
 
     ops.readdir = { req, inode, size, offset, info in
       let fs = SessionContext.of(req).fileSystem
-      var buffer = FUSEDirectoryBuffer(request: req!, capacity: size)
-      do throws(FUSEError) {
+      replyListing(req, capacity: size) { (buffer) throws(FUSEError) in
         try fs.readdir(
           FUSERequest(req!), inode: FUSEInode(inode), handle: handle(info), offset: Int64(offset),
           into: &buffer)
-        fuse_reply_buf(req, buffer.base, buffer.count)
-      } catch {
-        if buffer.isEmpty {
-          fail(req, error)
-        } else {
-          fuse_reply_buf(req, buffer.base, buffer.count)
-        }
       }
     }
 
     ops.readdirplus = { req, inode, size, offset, info in
       let fs = SessionContext.of(req).fileSystem
-      var buffer = FUSEDirectoryBuffer(request: req!, capacity: size)
-      do throws(FUSEError) {
+      replyListing(req, capacity: size) { (buffer) throws(FUSEError) in
         try fs.readdirplus(
           FUSERequest(req!), inode: FUSEInode(inode), handle: handle(info), offset: Int64(offset),
           into: &buffer)
-        fuse_reply_buf(req, buffer.base, buffer.count)
-      } catch {
-        if buffer.isEmpty {
-          fail(req, error)
-        } else {
-          fuse_reply_buf(req, buffer.base, buffer.count)
-        }
       }
     }
 
