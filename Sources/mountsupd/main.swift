@@ -11,9 +11,9 @@ struct MountSupervisorDaemon: ParsableCommand {
     commandName: "mountsupd",
     abstract: "Supervise FUSE mounts: start, confirm, restart and cleanly stop their workers.",
     discussion: """
-      Reads mount specs (TOML), starts each FUSE worker in the foreground and sends READY=1 to
-      the service manager (NOTIFY_SOCKET) only when every required mount is confirmed in the
-      kernel's mount table. SIGHUP reloads the configuration; SIGTERM or SIGINT unmounts
+      Reads mount specs (TOML), starts each FUSE worker in the foreground and sends READY=1 to \
+      the service manager (NOTIFY_SOCKET) only when every required mount is confirmed in the \
+      kernel's mount table. SIGHUP reloads the configuration; SIGTERM or SIGINT unmounts \
       everything, children before parents, and exits.
 
       Examples:
