@@ -387,6 +387,24 @@ public final class Supervisor {
       )
       prepare(name, attempt: attempt)
     case 0:
+      let leftovers = LeftoverWorkers.serving(mountpoint)
+      if !leftovers.isEmpty {
+        // A worker of an earlier run still serves here: it is ours to replace, not foreign.
+        for pid in leftovers {
+          kill(-pid, SIGKILL)
+          kill(pid, SIGKILL)
+        }
+        if let problem = Unmounting.detach(mountpoint, asRoot: geteuid() == 0) {
+          logger(for: name).warning("\(problem)")
+        }
+        let pids = leftovers.map(String.init).joined(separator: ", ")
+        logger(for: name).warning(
+          """
+          a worker left by an earlier run of the supervisor (pid \(pids)) still served \
+          \(mountpoint): killed it and detached its mount
+          """)
+        return prepare(name, attempt: attempt)
+      }
       let failure = Failure(
         summary:
           "a live FUSE mount (\(top.fsType), \(top.source)) that this supervisor did not start is "

@@ -180,6 +180,31 @@ import Testing
     #expect(daemon.log.contains("detached a dead FUSE mount"))
   }
 
+  @Test func aLiveWorkerLeftByAnEarlierRunIsReplaced() throws {
+    let sandbox = try Sandbox()
+    defer { sandbox.cleanUp() }
+    let mountpoint = "\(sandbox.path)/data"
+    // As a worker of an earlier supervisor that outlived it: its environment names the mount.
+    let leftover = try startForeignWorker(
+      at: mountpoint, environment: ["MOUNTSUP_MOUNTPOINT": mountpoint, "MOUNTSUP_NAME": "data"])
+    defer {
+      kill(leftover.processIdentifier, SIGKILL)
+      leftover.waitUntilExit()
+    }
+    #expect(eventually { readFile("\(mountpoint)/hello") == "hello from data\n" })
+
+    let notify = try NotifyReceiver(in: sandbox)
+    let config = try sandbox.writeConfig(mountSection("data", at: mountpoint))
+    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
+    defer { daemon.stop() }
+    #expect(notify.wait { $0.contains("READY=1") } != nil, "log:\n\(daemon.log)")
+    #expect(daemon.log.contains("a worker left by an earlier run of the supervisor"))
+    #expect(eventually { !processExists(leftover.processIdentifier) })
+    #expect(daemon.workerPIDs(matching: mountpoint).count == 1)
+    #expect(mountTable().filter { $0.mountpoint == mountpoint }.count == 1)
+    #expect(readFile("\(mountpoint)/hello") == "hello from data\n")
+  }
+
   @Test func aLiveForeignMountAndANonFUSEMountAreLeftAlone() throws {
     let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
