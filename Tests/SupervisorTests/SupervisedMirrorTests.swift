@@ -19,6 +19,20 @@ import Testing
     if synced { guard fsync(fd) == 0 else { throw TestFailure("fsync \(path) failed") } }
   }
 
+  /// mountsupd with one mount, `mountsup-mirror` of a new `source` at `mountpoint`, once ready.
+  func startMirror(of source: String, at mountpoint: String, in sandbox: Sandbox) throws -> (
+    notify: NotifyReceiver, daemon: Daemon
+  ) {
+    try FileManager.default.createDirectory(atPath: source, withIntermediateDirectories: true)
+    let (notify, daemon) = try sandbox.startDaemon(
+      mountSection("data", at: mountpoint, command: [mirror, source, "{mountpoint}"]))
+    guard notify.wait(for: { $0.contains("READY=1") }) != nil else {
+      daemon.stop()
+      throw TestFailure("the mirror never became ready; log:\n\(daemon.log)")
+    }
+    return (notify, daemon)
+  }
+
   func contents(_ path: String) -> [UInt8]? {
     FileManager.default.contents(atPath: path).map(Array.init)
   }
@@ -26,15 +40,9 @@ import Testing
   @Test func everythingWrittenBeforeACleanStopIsInTheSource() throws {
     let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    let source = "\(sandbox.path)/source"
-    let mountpoint = "\(sandbox.path)/mirror"
-    try FileManager.default.createDirectory(atPath: source, withIntermediateDirectories: true)
-    let notify = try NotifyReceiver(in: sandbox)
-    let config = try sandbox.writeConfig(
-      mountSection("data", at: mountpoint, command: [mirror, source, "{mountpoint}"]))
-    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
+    let (source, mountpoint) = ("\(sandbox.path)/source", "\(sandbox.path)/mirror")
+    let (_, daemon) = try startMirror(of: source, at: mountpoint, in: sandbox)
     defer { daemon.stop() }
-    #expect(notify.wait { $0.contains("READY=1") } != nil, "log:\n\(daemon.log)")
 
     let big = (0..<(3 << 20)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
     try write(big, to: "\(mountpoint)/big.bin", fsync: false)
@@ -52,15 +60,9 @@ import Testing
   @Test func fsyncedDataSurvivesAKilledWorkerAndTheMountServesAgain() throws {
     let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    let source = "\(sandbox.path)/source"
-    let mountpoint = "\(sandbox.path)/mirror"
-    try FileManager.default.createDirectory(atPath: source, withIntermediateDirectories: true)
-    let notify = try NotifyReceiver(in: sandbox)
-    let config = try sandbox.writeConfig(
-      mountSection("data", at: mountpoint, command: [mirror, source, "{mountpoint}"]))
-    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
+    let (source, mountpoint) = ("\(sandbox.path)/source", "\(sandbox.path)/mirror")
+    let (notify, daemon) = try startMirror(of: source, at: mountpoint, in: sandbox)
     defer { daemon.stop() }
-    #expect(notify.wait { $0.contains("READY=1") } != nil, "log:\n\(daemon.log)")
     let worker = try #require(daemon.workerPIDs(matching: mountpoint).first)
 
     let record = Array("committed before the crash\n".utf8)

@@ -10,13 +10,11 @@ import Testing
   @Test func readyArrivesOnlyWhenEveryRequiredMountIsInTheMountTable() throws {
     let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    let notify = try NotifyReceiver(in: sandbox)
-    let config = try sandbox.writeConfig(
+    let (notify, daemon) = try sandbox.startDaemon(
       mountSection("fast", at: "\(sandbox.path)/fast")
         + mountSection(
           "slow", at: "\(sandbox.path)/slow", workerOptions: ["--mount-delay", "1000"])
         + mountSection("s6", at: "\(sandbox.path)/s6", workerOptions: ["--s6", "--garbage"]))
-    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
 
     let ready = try #require(
@@ -39,10 +37,8 @@ import Testing
   @Test func extendsTheStartTimeoutWhileMountsAreStarting() throws {
     let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    let notify = try NotifyReceiver(in: sandbox)
-    let config = try sandbox.writeConfig(
+    let (notify, daemon) = try sandbox.startDaemon(
       mountSection("slow", at: "\(sandbox.path)/slow", workerOptions: ["--mount-delay", "500"]))
-    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
     #expect(notify.wait { $0.contains("READY=1") } != nil)
     #expect(notify.messages.contains { $0.text.contains("EXTEND_TIMEOUT_USEC=") })
@@ -52,14 +48,12 @@ import Testing
   @Test func aFailingRequiredWorkerFailsTheServiceWithItsOwnWords() throws {
     let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    let notify = try NotifyReceiver(in: sandbox)
-    let config = try sandbox.writeConfig(
+    let (notify, daemon) = try sandbox.startDaemon(
       mountSection("good", at: "\(sandbox.path)/good")
         + mountSection(
           "photos", at: "\(sandbox.path)/photos",
           workerOptions: ["--fail", "container photos does not exist"],
           ["start_limit_burst": "2", "restart_delay": "\"20ms\""]))
-    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
 
     #expect(daemon.exitCode() == 1)
@@ -78,13 +72,11 @@ import Testing
   @Test func theWorkersStderrIsTheReasonWhenItSaysNothingElse() throws {
     let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    let notify = try NotifyReceiver(in: sandbox)
-    let config = try sandbox.writeConfig(
+    let (notify, daemon) = try sandbox.startDaemon(
       mountSection(
         "quiet", at: "\(sandbox.path)/quiet",
         workerOptions: ["--fail-quietly", "permission denied by the server"],
         ["restart": "\"never\""]))
-    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
     #expect(daemon.exitCode() == 1)
     notify.drain()
@@ -96,13 +88,11 @@ import Testing
   func noConfirmationWithinTheStartTimeoutIsAFailure(options: [String]) throws {
     let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    let notify = try NotifyReceiver(in: sandbox)
     let mountpoint = "\(sandbox.path)/stuck"
-    let config = try sandbox.writeConfig(
+    let (notify, daemon) = try sandbox.startDaemon(
       mountSection(
         "stuck", at: mountpoint, workerOptions: options,
         ["start_timeout": "\"700ms\"", "restart": "\"never\""]))
-    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
     #expect(daemon.exitCode() == 1)
     notify.drain()
@@ -115,10 +105,8 @@ import Testing
   @Test func aKilledWorkerIsRestartedAndItsDeadMountCleaned() throws {
     let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    let notify = try NotifyReceiver(in: sandbox)
     let mountpoint = "\(sandbox.path)/data"
-    let config = try sandbox.writeConfig(mountSection("data", at: mountpoint))
-    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
+    let (notify, daemon) = try sandbox.startDaemon(mountSection("data", at: mountpoint))
     defer { daemon.stop() }
     #expect(notify.wait { $0.contains("READY=1") } != nil)
     let pid = try #require(daemon.workerPIDs(matching: mountpoint).first)
@@ -144,13 +132,11 @@ import Testing
   @Test func anOptionalMountThatKeepsCrashingEndsFailedWithoutHoldingReady() throws {
     let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    let notify = try NotifyReceiver(in: sandbox)
-    let config = try sandbox.writeConfig(
+    let (notify, daemon) = try sandbox.startDaemon(
       mountSection("steady", at: "\(sandbox.path)/steady")
         + mountSection(
           "flaky", at: "\(sandbox.path)/flaky", workerOptions: ["--crash-after", "50"],
           ["required": "false", "start_limit_burst": "3", "restart_delay": "\"10ms\""]))
-    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
     #expect(notify.wait { $0.contains("READY=1") } != nil)
     let failed = notify.wait { $0.contains("flaky: failed: start limit reached (3 starts") }
@@ -171,9 +157,7 @@ import Testing
     var fs = statfs()
     #expect(statfs(mountpoint, &fs) != 0 && errno == ENOTCONN)
 
-    let notify = try NotifyReceiver(in: sandbox)
-    let config = try sandbox.writeConfig(mountSection("data", at: mountpoint))
-    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
+    let (notify, daemon) = try sandbox.startDaemon(mountSection("data", at: mountpoint))
     defer { daemon.stop() }
     #expect(notify.wait { $0.contains("READY=1") } != nil, "log:\n\(daemon.log)")
     #expect(readFile("\(mountpoint)/hello") == "hello from data\n")
@@ -193,9 +177,7 @@ import Testing
     }
     #expect(eventually { readFile("\(mountpoint)/hello") == "hello from data\n" })
 
-    let notify = try NotifyReceiver(in: sandbox)
-    let config = try sandbox.writeConfig(mountSection("data", at: mountpoint))
-    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
+    let (notify, daemon) = try sandbox.startDaemon(mountSection("data", at: mountpoint))
     defer { daemon.stop() }
     #expect(notify.wait { $0.contains("READY=1") } != nil, "log:\n\(daemon.log)")
     #expect(daemon.log.contains("a worker left by an earlier run of the supervisor"))
@@ -221,13 +203,11 @@ import Testing
     try FileManager.default.createDirectory(atPath: tmpfsPoint, withIntermediateDirectories: true)
     #expect(mount("tmpfs", tmpfsPoint, "tmpfs", 0, nil) == 0)
 
-    let notify = try NotifyReceiver(in: sandbox)
     let optional = ["required": "false", "restart": "\"never\""]
-    let config = try sandbox.writeConfig(
+    let (notify, daemon) = try sandbox.startDaemon(
       mountSection("mine", at: "\(sandbox.path)/mine")
         + mountSection("foreign", at: foreignPoint, optional)
         + mountSection("tmpfs", at: tmpfsPoint, optional))
-    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
     #expect(notify.wait { $0.contains("READY=1") } != nil)
     #expect(
@@ -247,13 +227,11 @@ import Testing
   @Test func nestedMountsStartParentFirstAndStopChildFirstLeavingNothing() throws {
     let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    let notify = try NotifyReceiver(in: sandbox)
     let parent = "\(sandbox.path)/outer"
     let child = "\(parent)/sub"
     // Named so that name order and nesting order disagree.
-    let config = try sandbox.writeConfig(
+    let (notify, daemon) = try sandbox.startDaemon(
       mountSection("a-inner", at: child) + mountSection("z-outer", at: parent))
-    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
     #expect(notify.wait { $0.contains("READY=1") } != nil, "log:\n\(daemon.log)")
     #expect(fuseMount(at: parent) != nil && fuseMount(at: child) != nil)
@@ -278,11 +256,9 @@ import Testing
     let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
     let mountpoint = "\(sandbox.path)/stubborn"
-    let notify = try NotifyReceiver(in: sandbox)
-    let config = try sandbox.writeConfig(
+    let (notify, daemon) = try sandbox.startDaemon(
       mountSection(
         "stubborn", at: mountpoint, workerOptions: ["--linger"], ["stop_timeout": "\"200ms\""]))
-    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
     #expect(notify.wait { $0.contains("READY=1") } != nil)
     let pid = try #require(daemon.workerPIDs(matching: mountpoint).first)
@@ -296,12 +272,10 @@ import Testing
   @Test func readinessModeNotifyTakesReadyFromTheWorkersOwnNotifySocket() throws {
     let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    let notify = try NotifyReceiver(in: sandbox)
     let mountpoint = "\(sandbox.path)/rclone-like"
-    let config = try sandbox.writeConfig(
+    let (notify, daemon) = try sandbox.startDaemon(
       mountSection(
         "sd", at: mountpoint, workerOptions: ["--sd-notify"], ["readiness": "\"notify\""]))
-    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
     let ready = try #require(notify.wait { $0.contains("READY=1") }, "log:\n\(daemon.log)")
     #expect(ready.fuseMountpoints.contains(mountpoint))
@@ -311,10 +285,8 @@ import Testing
   @Test func theDaemonDiesWithItsWorkersNotWithoutThem() throws {
     let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    let notify = try NotifyReceiver(in: sandbox)
     let mountpoint = "\(sandbox.path)/data"
-    let config = try sandbox.writeConfig(mountSection("data", at: mountpoint))
-    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
+    let (notify, daemon) = try sandbox.startDaemon(mountSection("data", at: mountpoint))
     defer { daemon.stop() }
     #expect(notify.wait { $0.contains("READY=1") } != nil)
     let pid = try #require(daemon.workerPIDs(matching: mountpoint).first)
@@ -326,11 +298,9 @@ import Testing
   @Test func aWorkerGetsFd3ItsOwnSessionAndNothingElseOfTheSupervisor() throws {
     let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
-    let notify = try NotifyReceiver(in: sandbox)
     let mountpoint = "\(sandbox.path)/data"
-    let config = try sandbox.writeConfig(
+    let (notify, daemon) = try sandbox.startDaemon(
       mountSection("data", at: mountpoint, ["environment": "{ EXTRA = \"{name}@{mountpoint}\" }"]))
-    let daemon = try Daemon(config: config, sandbox: sandbox, notify: notify)
     defer { daemon.stop() }
     #expect(notify.wait { $0.contains("READY=1") } != nil)
     let pid = try #require(daemon.workerPIDs(matching: mountpoint).first)

@@ -68,3 +68,13 @@ public final class Daemon {
     childPIDs(of: pid).filter { commandLine(of: $0).contains(text) }
   }
 }
+
+extension Sandbox {
+  /// Writes a config of `mounts` and starts mountsupd on it, with a NOTIFY_SOCKET receiver as a
+  /// service manager would have: the common start of a test. Stop the daemon in a `defer`.
+  public func startDaemon(_ mounts: String) throws -> (notify: NotifyReceiver, daemon: Daemon) {
+    let notify = try NotifyReceiver(in: self)
+    let daemon = try Daemon(config: writeConfig(mounts), sandbox: self, notify: notify)
+    return (notify, daemon)
+  }
+}
