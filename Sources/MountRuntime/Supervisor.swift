@@ -23,6 +23,8 @@ public final class Supervisor {
   private var outputs: [String: OutputLog] = [:]
   private var probes: [String: MountProbe] = [:]
   private var pendingEvents: [(String, MountMachine.Event)] = []
+  /// One buffer for every read of worker output and messages: the loop reads one fd at a time.
+  private var readBuffer = [UInt8](repeating: 0, count: 65536)
   private var exitCode: Int32?
   /// The control socket, `mountctl`'s way in; it also runs the reloads.
   private var control: ControlServer?
@@ -140,11 +142,10 @@ public final class Supervisor {
   }
 
   private func workerOutputReadable(_ name: String, _ worker: WorkerProcess) {
-    var buffer = [UInt8](repeating: 0, count: 65536)
     while worker.outputFD >= 0 {
-      let got = read(worker.outputFD, &buffer, buffer.count)
+      let got = read(worker.outputFD, &readBuffer, readBuffer.count)
       if got > 0 {
-        worker.pendingOutput += buffer.prefix(got)
+        worker.pendingOutput += readBuffer.prefix(got)
         while let newline = worker.pendingOutput.firstIndex(of: UInt8(ascii: "\n")) {
           record(
             line: String(decoding: worker.pendingOutput[..<newline], as: UTF8.self), of: name,
@@ -177,11 +178,10 @@ public final class Supervisor {
   }
 
   private func notifyReadable(_ name: String, _ worker: WorkerProcess) {
-    var buffer = [UInt8](repeating: 0, count: 65536)
     while worker.notifyFD >= 0 {
-      let got = recv(worker.notifyFD, &buffer, buffer.count, Int32(MSG_DONTWAIT))
+      let got = recv(worker.notifyFD, &readBuffer, readBuffer.count, Int32(MSG_DONTWAIT))
       if got > 0 {
-        let message = WorkerMessage(datagram: buffer.prefix(got))
+        let message = WorkerMessage(datagram: readBuffer.prefix(got))
         if message.isEmpty {
           logger.debug("ignored a message without known keys", metadata: ["mount": "\(name)"])
         } else {
