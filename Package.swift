@@ -14,6 +14,7 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
+    .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
   ],
   targets: [
     // MARK: C libraries and the spawn shim
@@ -29,7 +30,9 @@ let package = Package(
     .target(
       name: "MountConfig",
       dependencies: [.product(name: "TOMLKit", package: "TOMLKit")]),
-    .target(name: "MountCore", dependencies: ["MountConfig"]),
+    .target(
+      name: "MountCore",
+      dependencies: ["MountConfig", .product(name: "HeapModule", package: "swift-collections")]),
     .target(
       name: "MountRuntime",
       dependencies: [

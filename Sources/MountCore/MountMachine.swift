@@ -58,6 +58,19 @@ public struct MountMachine: Sendable {
     case failed(Failure)
   }
 
+  /// The state of a mount as status output names it: one word per group of phases.
+  public enum State: String, Sendable, Equatable, CaseIterable {
+    case stopped, starting, ready, backoff, stopping, exited, failed
+
+    /// No worker runs and nothing is pending: the mount can be forgotten or its parent stopped.
+    public var isSettled: Bool {
+      switch self {
+      case .stopped, .exited, .failed: true
+      case .starting, .ready, .backoff, .stopping: false
+      }
+    }
+  }
+
   /// A worker that stays ready this long has its restart delay reset.
   public static let stableAfter: Duration = .seconds(10)
 
@@ -65,8 +78,11 @@ public struct MountMachine: Sendable {
   public private(set) var phase: Phase = .inactive
   /// Start attempts, numbered from 1; async answers carry the number they belong to.
   public private(set) var attempt = 0
-  /// Starts after the first one.
+  /// Automatic restarts after failures (operators' and reloads' restarts are not counted).
   public private(set) var restarts = 0
+  /// Attempts of the current run: since the last start by an operator, a reload or the
+  /// supervisor's own start.
+  public private(set) var attemptInRun = 0
   public private(set) var lastFailure: Failure?
   /// The worker's latest `STATUS=` text.
   public private(set) var workerStatus: String?
@@ -75,6 +91,8 @@ public struct MountMachine: Sendable {
   private var startHistory: [MonotonicInstant] = []
   private var attemptStartedAt = MonotonicInstant(nanoseconds: 0)
   private var consecutiveFailures = 0
+  /// Mounts found and cleared at the mountpoint during the current attempt.
+  private var inspections = 0
 
   public init(spec: MountSpec) {
     self.spec = spec
@@ -92,22 +110,29 @@ public struct MountMachine: Sendable {
     }
   }
 
-  public var isReady: Bool {
-    if case .ready = phase { return true }
-    return false
-  }
-
-  /// No worker, nothing pending: the mount can be forgotten or its parent stopped.
-  public var isSettled: Bool {
+  public var state: State {
     switch phase {
-    case .inactive, .exited, .failed: true
-    case .preparing, .starting, .ready, .backoff, .stopping: false
+    case .inactive: .stopped
+    case .preparing, .starting: .starting
+    case .ready: .ready
+    case .backoff: .backoff
+    case .stopping: .stopping
+    case .exited: .exited
+    case .failed: .failed
     }
   }
 
-  public var isFailed: Bool {
-    if case .failed = phase { return true }
-    return false
+  public var isReady: Bool { state == .ready }
+
+  /// No worker, nothing pending: the mount can be forgotten or its parent stopped.
+  public var isSettled: Bool { state.isSettled }
+
+  public var isFailed: Bool { state == .failed }
+
+  /// When the current worker became ready, while it is.
+  public var readySince: MonotonicInstant? {
+    if case .ready(_, let since) = phase { return since }
+    return nil
   }
 
   /// The worker's pid while one runs.
@@ -121,17 +146,7 @@ public struct MountMachine: Sendable {
   }
 
   /// A one-word state for status output.
-  public var stateName: String {
-    switch phase {
-    case .inactive: "stopped"
-    case .preparing, .starting: "starting"
-    case .ready: "ready"
-    case .backoff: "backoff"
-    case .stopping: "stopping"
-    case .exited: "exited"
-    case .failed: "failed"
-    }
-  }
+  public var stateName: String { state.rawValue }
 
   // MARK: Transitions
 
@@ -139,7 +154,11 @@ public struct MountMachine: Sendable {
     /// Run this mount (clears `failed`).
     case start
     case stop
+    /// An operator's or a reload's restart: it starts a new run, with a fresh start limit.
     case restart
+    /// What the runtime found at the mountpoint, answering `.inspectMountpoint`.
+    case mountpointInspected(attempt: Int, MountSite)
+    /// The mountpoint exists and is a directory: the worker can be spawned.
     case prepared(attempt: Int)
     case prepareFailed(attempt: Int, Failure)
     case spawned(pid: Int32)
@@ -155,14 +174,22 @@ public struct MountMachine: Sendable {
   }
 
   public enum Effect: Equatable, Sendable {
-    /// Detach a dead FUSE mount at the mountpoint, refuse a live or foreign one, create the
-    /// mountpoint; answer `.prepared` or `.prepareFailed`.
-    case prepare(attempt: Int)
-    /// Answer `.spawned` or `.spawnFailed`.
-    case spawn(attempt: Int)
+    /// Find out what is mounted at the mountpoint (without touching a mount whose server may
+    /// hang) and answer `.mountpointInspected`.
+    case inspectMountpoint(attempt: Int, mountpoint: String)
+    /// Lazily detach the FUSE mount on top of the mountpoint, whose server is gone; answer
+    /// `.prepareFailed` if that fails.
+    case detachStaleMount(attempt: Int, mountpoint: String)
+    /// Kill workers an earlier run of the supervisor left behind, with their process groups.
+    case endLeftoverWorkers(pids: [Int32])
+    /// `mkdir -p` the mountpoint (given to `user` when set) and answer `.prepared` or
+    /// `.prepareFailed`.
+    case createMountpoint(attempt: Int, mountpoint: String, user: String?)
+    /// Start a worker for this spec; answer `.spawned` or `.spawnFailed`.
+    case spawn(attempt: Int, MountSpec)
     /// Mode `probe`: check off the event loop that the daemon answers; retried by the runtime
     /// until it answers or the attempt ends.
-    case startProbe(attempt: Int)
+    case startProbe(attempt: Int, mountpoint: String, probePath: String?)
     case cancelProbe
     /// Unmount, so that the worker gets FUSE destroy and exits by itself.
     case unmount
@@ -173,15 +200,32 @@ public struct MountMachine: Sendable {
     case log(LogLevel, String)
   }
 
+  /// How many times one attempt may find and clear something at its mountpoint before it gives
+  /// up: a mount that comes back after every detach is not stale.
+  static let inspectionLimit = 4
+
   public mutating func handle(_ event: Event, now: MonotonicInstant) -> [Effect] {
+    // An event read after the attempt's deadline comes after the timeout, whatever the order in
+    // which the runtime saw the two: a READY at 10.001 s is no success for a 10 s timeout.
+    var overdue: [Effect] = []
+    if event != .timerFired, let deadline, deadline <= now, state == .starting {
+      overdue = deadlinePassed(now: now)
+    }
+    return overdue + handleInTime(event, now: now)
+  }
+
+  private mutating func handleInTime(_ event: Event, now: MonotonicInstant) -> [Effect] {
     switch event {
     case .start: return start(now: now)
     case .stop: return stop(now: now, then: .stay)
     case .restart: return stop(now: now, then: .restart)
+    case .mountpointInspected(let number, let site):
+      guard case .preparing(number, _) = phase else { return [] }
+      return decide(site, attempt: number, now: now)
     case .prepared(let number):
       guard case .preparing(number, let deadline) = phase else { return [] }
       phase = .starting(attempt: number, deadline: deadline, Starting())
-      return [.spawn(attempt: number)]
+      return [.spawn(attempt: number, spec)]
     case .prepareFailed(let number, let failure):
       guard case .preparing(number, _) = phase else { return [] }
       return afterFailure(failure, now: now)
@@ -196,13 +240,14 @@ public struct MountMachine: Sendable {
     case .message(let message):
       return received(message, now: now)
     case .mountAppeared:
-      let probes = spec.readiness == .probe
       let number = attempt
+      let (mountpoint, probePath) = (spec.mountpoint, spec.probePath)
+      let probes = confirmation == .probe
       return updateStarting { starting in
         starting.mountSeen = true
         guard probes, !starting.probeStarted else { return [] }
         starting.probeStarted = true
-        return [.startProbe(attempt: number)]
+        return [.startProbe(attempt: number, mountpoint: mountpoint, probePath: probePath)]
       } + confirmIfComplete(now: now)
     case .mountVanished:
       return mountVanished(now: now)
@@ -226,14 +271,80 @@ public struct MountMachine: Sendable {
     }
   }
 
+  /// What confirms a start besides the mount in the table: the worker's word or a probe.
+  private enum Confirmation { case workerReady, probe }
+
+  private var confirmation: Confirmation {
+    switch spec.readiness {
+    case .protocol, .notify: .workerReady
+    case .probe: .probe
+    }
+  }
+
+  /// The rules for what a start finds at its mountpoint: a dead FUSE mount, or one served by a
+  /// worker an earlier run left behind, is cleared and the mountpoint looked at again; anything
+  /// else that is mounted there belongs to someone else and is never touched.
+  private mutating func decide(_ site: MountSite, attempt number: Int, now: MonotonicInstant)
+    -> [Effect]
+  {
+    let mountpoint = spec.mountpoint
+    let refusal: String
+    switch site {
+    case .empty:
+      return [.createMountpoint(attempt: number, mountpoint: mountpoint, user: spec.user)]
+    case .other(let fsType, let source):
+      refusal =
+        "a \(fsType) mount (\(source)) is already at \(mountpoint); MountSupervisor only replaces "
+        + "dead FUSE mounts and leaves this one alone: unmount it or choose another mountpoint"
+    case .fuse(let fsType, let source, .foreign):
+      refusal =
+        "a live FUSE mount (\(fsType), \(source)) that this supervisor did not start is already at "
+        + "\(mountpoint) and answers; it is left alone: unmount it (umount \(mountpoint)) or "
+        + "choose another mountpoint"
+    case .fuse(let fsType, let source, .failing(let reason)):
+      refusal =
+        "the FUSE mount (\(fsType), \(source)) already at \(mountpoint) fails statfs with \(reason); "
+        + "it is left alone: unmount it or choose another mountpoint"
+    case .fuse(let fsType, let source, .gone(let reason)):
+      return clear(
+        at: mountpoint, attempt: number,
+        because:
+          "detached a dead FUSE mount (\(fsType), \(source)) left at \(mountpoint): \(reason)",
+        ending: [], now: now)
+    case .fuse(_, _, .leftover(let pids)):
+      let list = pids.map(String.init).joined(separator: ", ")
+      return clear(
+        at: mountpoint, attempt: number,
+        because: "a worker left by an earlier run of the supervisor (pid \(list)) still served "
+          + "\(mountpoint): killed it and detached its mount",
+        ending: pids, now: now)
+    }
+    return afterFailure(Failure(summary: refusal), now: now)
+  }
+
+  /// Ends the leftover workers, detaches the mount and looks at the mountpoint again.
+  private mutating func clear(
+    at mountpoint: String, attempt number: Int, because reason: String, ending pids: [Int32],
+    now: MonotonicInstant
+  ) -> [Effect] {
+    inspections += 1
+    guard inspections <= Self.inspectionLimit else {
+      return afterFailure(
+        Failure(
+          summary:
+            "a FUSE mount came back at \(mountpoint) after \(Self.inspectionLimit) detaches; "
+            + "something else keeps mounting there: find it (findmnt \(mountpoint))"),
+        now: now)
+    }
+    return (pids.isEmpty ? [] : [.endLeftoverWorkers(pids: pids)]) + [
+      .detachStaleMount(attempt: number, mountpoint: mountpoint), .log(.warning, reason),
+      .inspectMountpoint(attempt: number, mountpoint: mountpoint),
+    ]
+  }
   private mutating func start(now: MonotonicInstant) -> [Effect] {
     switch phase {
-    case .inactive, .exited, .failed:
-      startHistory.removeAll()
-      consecutiveFailures = 0
-      return beginStart(now: now)
-    case .backoff:
-      return beginStart(now: now)
+    case .inactive, .exited, .failed, .backoff:
+      return beginRun(now: now)
     case .stopping(var stopping):
       if stopping.then == .stay {
         stopping.then = .restart
@@ -245,30 +356,37 @@ public struct MountMachine: Sendable {
     }
   }
 
+  /// A start asked for by an operator or a reload: a new run, with a fresh start limit and
+  /// restart delay; it is not counted as a restart.
+  private mutating func beginRun(now: MonotonicInstant) -> [Effect] {
+    startHistory.removeAll()
+    consecutiveFailures = 0
+    attemptInRun = 0
+    return beginStart(now: now)
+  }
+
   private mutating func beginStart(now: MonotonicInstant) -> [Effect] {
     startHistory.append(now)
     attemptStartedAt = now
     attempt += 1
-    if attempt > 1 { restarts += 1 }
+    attemptInRun += 1
+    if attemptInRun > 1 { restarts += 1 }
     workerStatus = nil
     workerError = nil
     workerErrno = nil
+    inspections = 0
     phase = .preparing(attempt: attempt, deadline: now + spec.startTimeout)
-    let note = attempt > 1 ? " (attempt \(attempt))" : ""
+    let note = attemptInRun > 1 ? " (attempt \(attemptInRun))" : ""
     return [
       .log(.info, "starting\(note): \(spec.command.joined(separator: " "))"),
-      .prepare(attempt: attempt),
+      .inspectMountpoint(attempt: attempt, mountpoint: spec.mountpoint),
     ]
   }
 
   private mutating func stop(now: MonotonicInstant, then: AfterStop) -> [Effect] {
     switch phase {
     case .inactive, .exited, .failed, .backoff, .preparing:
-      if then == .restart {
-        if case .backoff = phase {} else { startHistory.removeAll() }
-        consecutiveFailures = 0
-        return beginStart(now: now)
-      }
+      if then == .restart { return beginRun(now: now) }
       if case .exited = phase { return [] }
       if case .failed = phase { return [] }
       phase = .inactive
@@ -276,7 +394,7 @@ public struct MountMachine: Sendable {
     case .starting(_, _, let starting):
       guard let pid = starting.pid else {
         phase = .inactive
-        return then == .restart ? beginStart(now: now) : []
+        return then == .restart ? beginRun(now: now) : []
       }
       if starting.mountSeen {
         phase = .stopping(
@@ -311,7 +429,7 @@ public struct MountMachine: Sendable {
     }
     if let errno = message.errno { workerErrno = errno }
     if message.stopping { effects.append(.log(.info, "worker is stopping")) }
-    if message.ready, spec.readiness != .probe {
+    if message.ready, confirmation == .workerReady {
       effects += updateStarting {
         $0.readySeen = true
         return []
@@ -329,10 +447,12 @@ public struct MountMachine: Sendable {
   }
 
   private mutating func confirmIfComplete(now: MonotonicInstant) -> [Effect] {
-    guard case .starting(_, _, let starting) = phase, let pid = starting.pid,
-      starting.mountSeen,
-      spec.readiness == .probe ? starting.probeAnswered : starting.readySeen
+    guard case .starting(_, _, let starting) = phase, let pid = starting.pid, starting.mountSeen
     else { return [] }
+    switch confirmation {
+    case .workerReady: guard starting.readySeen else { return [] }
+    case .probe: guard starting.probeAnswered else { return [] }
+    }
     phase = .ready(pid: pid, since: now)
     let took = now - attemptStartedAt
     return [
@@ -392,7 +512,7 @@ public struct MountMachine: Sendable {
         phase = .inactive
         return [.detachMount, .log(.info, "stopped (\(status))")]
       case .restart:
-        return [.detachMount] + beginStart(now: now)
+        return [.detachMount] + beginRun(now: now)
       case .retry(var failure):
         failure.workerError = failure.workerError ?? words
         failure.errno = failure.errno ?? workerErrno
@@ -415,11 +535,11 @@ public struct MountMachine: Sendable {
         now: now)
     case .starting(_, _, let starting):
       var missing: [String] = []
-      if spec.readiness != .probe, !starting.readySeen {
+      if confirmation == .workerReady, !starting.readySeen {
         missing.append("the worker never sent READY=1")
       }
       if !starting.mountSeen { missing.append("no FUSE mount appeared at \(spec.mountpoint)") }
-      if spec.readiness == .probe, starting.mountSeen, !starting.probeAnswered {
+      if confirmation == .probe, starting.mountSeen, !starting.probeAnswered {
         missing.append(
           "the mount did not answer a probe (\(starting.lastProbeError ?? "no answer"))")
       }

@@ -299,15 +299,34 @@ public final class Supervisor {
   private func perform(_ effect: MountMachine.Effect, for name: String) {
     let mountLogger = logger(for: name)
     switch effect {
-    case .prepare(let attempt):
-      prepare(name, attempt: attempt)
-    case .spawn(let attempt):
-      spawn(name, attempt: attempt)
-    case .startProbe(let attempt):
-      guard let worker = workers[name], let spec = core.machines[name]?.spec else { return }
+    case .inspectMountpoint(let attempt, let mountpoint):
+      inspect(mountpoint, for: name, attempt: attempt)
+    case .detachStaleMount(let attempt, let mountpoint):
+      if let problem = Unmounting.detach(mountpoint, asRoot: geteuid() == 0) {
+        deliver(
+          .prepareFailed(
+            attempt: attempt,
+            Failure(summary: "cannot clear the FUSE mount at \(mountpoint): \(problem)")),
+          to: name)
+      }
+    case .endLeftoverWorkers(let pids):
+      for pid in pids {
+        kill(-pid, SIGKILL)
+        kill(pid, SIGKILL)
+      }
+    case .createMountpoint(let attempt, let mountpoint, let user):
+      if let problem = makeMountpoint(mountpoint, user: user) {
+        deliver(.prepareFailed(attempt: attempt, Failure(summary: problem)), to: name)
+      } else {
+        deliver(.prepared(attempt: attempt), to: name)
+      }
+    case .spawn(let attempt, let spec):
+      spawn(name, attempt: attempt, spec: spec)
+    case .startProbe(let attempt, let mountpoint, let probePath):
+      guard let worker = workers[name] else { return }
       let owner = table.entries.first { $0.id == worker.mountID }?.owner
       probes[name] = MountProbe(
-        mountpoint: worker.mountpoint, probePath: spec.probePath, owner: owner, loop: loop
+        mountpoint: mountpoint, probePath: probePath, owner: owner, loop: loop
       ) {
         [unowned self] failure in
         deliver(
@@ -331,93 +350,46 @@ public final class Supervisor {
     }
   }
 
-  /// Cleans what a previous worker left at the mountpoint, refuses what is not ours, and creates
-  /// the mountpoint; answers `.prepared` or `.prepareFailed`.
-  private func prepare(_ name: String, attempt: Int) {
-    guard let spec = core.machines[name]?.spec else { return }
-    let mountpoint = spec.mountpoint
+  /// Gathers what is at the mountpoint for the core to decide on: the mount table, workers of
+  /// an earlier run (from /proc, without touching the mount), and off the loop the owner's
+  /// `statfs`, which a hung server would block.
+  private func inspect(_ mountpoint: String, for name: String, attempt: Int) {
     refreshMountTable()
     guard let top = table.mounts(at: mountpoint).last else {
-      if let problem = makeMountpoint(spec) {
-        deliver(.prepareFailed(attempt: attempt, Failure(summary: problem)), to: name)
-      } else {
-        deliver(.prepared(attempt: attempt), to: name)
-      }
+      deliver(.mountpointInspected(attempt: attempt, .empty), to: name)
       return
     }
     guard top.isFUSE else {
-      let failure = Failure(
-        summary:
-          "a \(top.fsType) mount (\(top.source)) is already at \(mountpoint); MountSupervisor "
-          + "only replaces dead FUSE mounts and leaves this one alone: unmount it or choose another mountpoint"
-      )
-      deliver(.prepareFailed(attempt: attempt, failure), to: name)
+      deliver(
+        .mountpointInspected(attempt: attempt, .other(fsType: top.fsType, source: top.source)),
+        to: name)
       return
     }
-    // Is its daemon gone? Ask off the loop: a hung daemon blocks whoever touches its mount.
+    let leftovers = LeftoverWorkers.serving(mountpoint)
+    guard leftovers.isEmpty else {
+      deliver(
+        .mountpointInspected(
+          attempt: attempt,
+          .fuse(fsType: top.fsType, source: top.source, server: .leftover(pids: leftovers))),
+        to: name)
+      return
+    }
     let owner = top.owner
     BlockingCall.start(
       on: loop, work: { Self.statfsError(mountpoint, as: owner) },
       completion: { [unowned self] code in
-        existingMountAnswered(code, mount: top, for: name, attempt: attempt)
-      })
-  }
-
-  /// Decides about a FUSE mount found at the mountpoint from its `statfs` answer: a dead one is
-  /// detached and the preparation repeated; a live or failing one is refused and left alone.
-  private func existingMountAnswered(
-    _ code: Int32, mount top: MountEntry, for name: String, attempt: Int
-  ) {
-    let mountpoint = top.mountpoint
-    defer { flushEvents() }
-    guard case .preparing(attempt, _) = core.machines[name]?.phase else { return }
-    switch code {
-    case ENOTCONN, ECONNABORTED:
-      let asRoot = geteuid() == 0
-      if let problem = Unmounting.detach(mountpoint, asRoot: asRoot) {
+        let server: FUSEServer =
+          switch code {
+          case 0: .foreign
+          case ENOTCONN, ECONNABORTED: .gone(reason: errorText(code))
+          default: .failing(reason: errorText(code))
+          }
         deliver(
-          .prepareFailed(
-            attempt: attempt,
-            Failure(summary: "cannot clear the dead FUSE mount at \(mountpoint): \(problem)")),
+          .mountpointInspected(
+            attempt: attempt, .fuse(fsType: top.fsType, source: top.source, server: server)),
           to: name)
-        return
-      }
-      logger(for: name).warning(
-        "detached a dead FUSE mount (\(top.fsType), \(top.source)) left at \(mountpoint): \(errorText(code))"
-      )
-      prepare(name, attempt: attempt)
-    case 0:
-      let leftovers = LeftoverWorkers.serving(mountpoint)
-      if !leftovers.isEmpty {
-        // A worker of an earlier run still serves here: it is ours to replace, not foreign.
-        for pid in leftovers {
-          kill(-pid, SIGKILL)
-          kill(pid, SIGKILL)
-        }
-        if let problem = Unmounting.detach(mountpoint, asRoot: geteuid() == 0) {
-          logger(for: name).warning("\(problem)")
-        }
-        let pids = leftovers.map(String.init).joined(separator: ", ")
-        logger(for: name).warning(
-          """
-          a worker left by an earlier run of the supervisor (pid \(pids)) still served \
-          \(mountpoint): killed it and detached its mount
-          """)
-        return prepare(name, attempt: attempt)
-      }
-      let failure = Failure(
-        summary:
-          "a live FUSE mount (\(top.fsType), \(top.source)) that this supervisor did not start is "
-          + "already at \(mountpoint) and answers; it is left alone: unmount it (umount \(mountpoint)) "
-          + "or choose another mountpoint")
-      deliver(.prepareFailed(attempt: attempt, failure), to: name)
-    default:
-      let failure = Failure(
-        summary:
-          "the FUSE mount (\(top.fsType), \(top.source)) already at \(mountpoint) fails statfs "
-          + "with \(errorText(code)); it is left alone: unmount it or choose another mountpoint")
-      deliver(.prepareFailed(attempt: attempt, failure), to: name)
-    }
+        flushEvents()
+      })
   }
 
   /// Runs on a thread of its own, as the mount's owner: for anyone else the kernel answers the
@@ -429,12 +401,12 @@ public final class Supervisor {
   }
 
   /// `mkdir -p`; a directory it creates for a non-root worker belongs to that worker's user.
-  private func makeMountpoint(_ spec: MountSpec) -> String? {
+  private func makeMountpoint(_ mountpoint: String, user: String?) -> String? {
     var path = ""
-    for component in spec.mountpoint.split(separator: "/") {
+    for component in mountpoint.split(separator: "/") {
       path += "/" + component
       if mkdir(path, 0o755) == 0 {
-        if let user = spec.user, let entry = getpwnam(user) {
+        if let user, let entry = getpwnam(user) {
           chown(path, entry.pointee.pw_uid, entry.pointee.pw_gid)
         }
       } else if errno != EEXIST {
@@ -442,17 +414,16 @@ public final class Supervisor {
       }
     }
     var info = stat()
-    guard stat(spec.mountpoint, &info) == 0 else {
-      return "cannot use the mountpoint \(spec.mountpoint): \(errorText(errno))"
+    guard stat(mountpoint, &info) == 0 else {
+      return "cannot use the mountpoint \(mountpoint): \(errorText(errno))"
     }
     guard info.st_mode & S_IFMT == S_IFDIR else {
-      return "the mountpoint \(spec.mountpoint) is not a directory"
+      return "the mountpoint \(mountpoint) is not a directory"
     }
     return nil
   }
 
-  private func spawn(_ name: String, attempt: Int) {
-    guard let spec = core.machines[name]?.spec else { return }
+  private func spawn(_ name: String, attempt: Int, spec: MountSpec) {
     do {
       let sdNotify =
         try spec.readiness == .notify ? WorkerNotifySocket(mount: name, attempt: attempt) : nil

@@ -126,7 +126,8 @@ struct MountMachineFailureTests {
     #expect(harness.send(.timerFired) == [])
     harness.now = until
     let effects = harness.send(.timerFired)
-    #expect(effects.actions == [.prepare(attempt: 2)])
+    #expect(
+      effects.actions == [.inspectMountpoint(attempt: 2, mountpoint: harness.spec.mountpoint)])
     #expect(harness.phase == .preparing(attempt: 2, deadline: until + .seconds(10)))
     #expect(harness.machine.restarts == 1)
   }
@@ -136,7 +137,10 @@ struct MountMachineFailureTests {
     var harness = MachineHarness()
     harness.failStart()
     harness.advance(.seconds(5))
-    #expect(harness.send(.timerFired).actions == [.prepare(attempt: 2)])
+    #expect(
+      harness.send(.timerFired).actions == [
+        .inspectMountpoint(attempt: 2, mountpoint: harness.spec.mountpoint)
+      ])
     #expect(harness.phase == .preparing(attempt: 2, deadline: harness.now + .seconds(10)))
   }
 
@@ -323,7 +327,8 @@ struct MountMachineFailureTests {
     #expect(harness.machine.isFailed)
     harness.advance(.seconds(1))
     let effects = harness.send(.start)
-    #expect(effects.actions == [.prepare(attempt: 3)])
+    #expect(
+      effects.actions == [.inspectMountpoint(attempt: 3, mountpoint: harness.spec.mountpoint)])
     #expect(harness.phase == .preparing(attempt: 3, deadline: harness.now + .seconds(10)))
     harness.failStart()
     #expect(harness.machine.isInBackoff, "the earlier starts no longer count")
@@ -379,7 +384,10 @@ struct MountMachineFailureTests {
     #expect(recorded.workerError == "network unreachable")
     #expect(recorded.outputTail == ["still waiting"])
 
-    #expect(harness.fireDeadline().actions == [.prepare(attempt: 2)])
+    #expect(
+      harness.fireDeadline().actions == [
+        .inspectMountpoint(attempt: 2, mountpoint: harness.spec.mountpoint)
+      ])
   }
 
   @Test("start timeout: the reason names only what was missing")

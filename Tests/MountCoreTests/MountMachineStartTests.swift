@@ -52,7 +52,8 @@ struct MountMachineStartTests {
   func startPrepares() {
     var harness = MachineHarness(makeSpec(startTimeout: .seconds(7)))
     let effects = harness.send(.start)
-    #expect(effects.actions == [.prepare(attempt: 1)])
+    #expect(
+      effects.actions == [.inspectMountpoint(attempt: 1, mountpoint: harness.spec.mountpoint)])
     #expect(harness.phase == .preparing(attempt: 1, deadline: origin + .seconds(7)))
     #expect(harness.machine.deadline == origin + .seconds(7))
     #expect(harness.machine.attempt == 1)
@@ -65,7 +66,7 @@ struct MountMachineStartTests {
     harness.send(.start)
     harness.advance(.milliseconds(30))
     let effects = harness.send(.prepared(attempt: 1))
-    #expect(effects == [.spawn(attempt: 1)])
+    #expect(effects == [.spawn(attempt: 1, harness.spec)])
     #expect(harness.phase == .starting(attempt: 1, deadline: origin + .seconds(7), .init()))
   }
 
@@ -97,10 +98,11 @@ struct MountMachineStartTests {
     harness.send(.start)
     harness.advance(.seconds(1))
     let effects = harness.send(.restart)
-    #expect(effects.actions == [.prepare(attempt: 2)])
+    #expect(
+      effects.actions == [.inspectMountpoint(attempt: 2, mountpoint: harness.spec.mountpoint)])
     #expect(harness.phase == .preparing(attempt: 2, deadline: harness.now + .seconds(10)))
     #expect(harness.send(.prepared(attempt: 1)) == [])
-    #expect(harness.send(.prepared(attempt: 2)) == [.spawn(attempt: 2)])
+    #expect(harness.send(.prepared(attempt: 2)) == [.spawn(attempt: 2, harness.spec)])
   }
 
   @Test("prepareFailed for the current attempt backs off and keeps the failure")
@@ -307,7 +309,11 @@ struct MountMachineStartTests {
     harness.runWorker(pid: 7)
     harness.send(.message(readyMessage))
     #expect(harness.machine.starting?.readySeen == false)
-    #expect(harness.send(.mountAppeared).actions == [.startProbe(attempt: 1)])
+    #expect(
+      harness.send(.mountAppeared).actions == [
+        .startProbe(
+          attempt: 1, mountpoint: harness.spec.mountpoint, probePath: harness.spec.probePath)
+      ])
     #expect(harness.send(.mountAppeared).actions == [])
     #expect(!harness.machine.isReady)
     harness.advance(.milliseconds(40))
@@ -345,7 +351,11 @@ struct MountMachineStartTests {
     harness.send(.exited(.exited(1), outputTail: []))
     harness.runWorker(pid: 8)
     #expect(harness.machine.attempt == 2)
-    #expect(harness.send(.mountAppeared).actions == [.startProbe(attempt: 2)])
+    #expect(
+      harness.send(.mountAppeared).actions == [
+        .startProbe(
+          attempt: 2, mountpoint: harness.spec.mountpoint, probePath: harness.spec.probePath)
+      ])
     #expect(harness.send(.probeAnswered(attempt: 1)) == [])
     #expect(harness.send(.probeFailed(attempt: 1, "old")) == [])
     #expect(!harness.machine.isReady)

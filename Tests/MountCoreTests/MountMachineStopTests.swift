@@ -171,7 +171,10 @@ struct MountMachineStopTests {
     #expect(harness.machine.stopping?.then == .restart)
     harness.advance(.seconds(1))
     let effects = harness.send(.exited(.exited(0), outputTail: []))
-    #expect(effects.actions == [.detachMount, .prepare(attempt: 2)])
+    #expect(
+      effects.actions == [
+        .detachMount, .inspectMountpoint(attempt: 2, mountpoint: harness.spec.mountpoint),
+      ])
     #expect(harness.phase == .preparing(attempt: 2, deadline: harness.now + .seconds(10)))
   }
 
@@ -227,9 +230,30 @@ struct MountMachineStopTests {
           .init(pid: 12, stage: .unmounting, deadline: harness.now + .seconds(4), then: .restart)))
     harness.advance(.milliseconds(10))
     let exitEffects = harness.send(.exited(.exited(0), outputTail: []))
-    #expect(exitEffects.actions == [.detachMount, .prepare(attempt: 2)])
-    #expect(harness.machine.restarts == 1)
+    #expect(
+      exitEffects.actions == [
+        .detachMount, .inspectMountpoint(attempt: 2, mountpoint: harness.spec.mountpoint),
+      ])
+    #expect(harness.machine.restarts == 0, "an operator's restart is not an automatic one")
+    #expect(harness.machine.attemptInRun == 1, "nor the second attempt of a run")
     harness.makeReady(pid: 13)
+  }
+
+  @Test("an operator's restart gives a fresh start limit: restarts for reloads never exhaust it")
+  func operatorRestartsDoNotUseTheCrashBudget() {
+    var harness = MachineHarness(makeSpec(startLimitBurst: 5))
+    harness.makeReady(pid: 1)
+    for pid in Int32(2)...Int32(7) {
+      harness.send(.restart)
+      harness.advance(.milliseconds(10))
+      harness.send(.exited(.exited(0), outputTail: []))
+      harness.makeReady(pid: pid)
+    }
+    harness.send(.exited(.signaled(9), outputTail: []))
+    #expect(harness.machine.isInBackoff, "one crash after six restarts is retried")
+    #expect(harness.machine.restarts == 0)
+    harness.makeReady(pid: 8)
+    #expect(harness.machine.restarts == 1)
   }
 
   @Test("restart escalates like stop when the worker hangs")
@@ -241,7 +265,7 @@ struct MountMachineStopTests {
     #expect(harness.fireDeadline().actions == [.signal(9), .detachMount])
     #expect(
       harness.send(.exited(.signaled(9), outputTail: [])).actions == [
-        .detachMount, .prepare(attempt: 2),
+        .detachMount, .inspectMountpoint(attempt: 2, mountpoint: harness.spec.mountpoint),
       ])
   }
 
@@ -255,7 +279,8 @@ struct MountMachineStopTests {
     harness.advance(.seconds(1))
     let next = harness.machine.attempt + 1
     let effects = harness.send(.restart)
-    #expect(effects.actions == [.prepare(attempt: next)])
+    #expect(
+      effects.actions == [.inspectMountpoint(attempt: next, mountpoint: harness.spec.mountpoint)])
     #expect(harness.phase == .preparing(attempt: next, deadline: harness.now + .seconds(10)))
   }
 
@@ -271,7 +296,7 @@ struct MountMachineStopTests {
     #expect(harness.machine.stopping?.then == .restart)
     #expect(
       harness.send(.exited(.signaled(15), outputTail: [])).actions == [
-        .detachMount, .prepare(attempt: 2),
+        .detachMount, .inspectMountpoint(attempt: 2, mountpoint: harness.spec.mountpoint),
       ])
   }
 
@@ -282,7 +307,10 @@ struct MountMachineStopTests {
     harness.failStart()
     #expect(harness.machine.isFailed)
     harness.advance(.seconds(1))
-    #expect(harness.send(.restart).actions == [.prepare(attempt: 3)])
+    #expect(
+      harness.send(.restart).actions == [
+        .inspectMountpoint(attempt: 3, mountpoint: harness.spec.mountpoint)
+      ])
     harness.failStart()
     #expect(harness.machine.isInBackoff, "the starts before the restart no longer count")
   }

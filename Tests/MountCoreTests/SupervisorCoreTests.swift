@@ -24,15 +24,6 @@ struct SupervisorCoreTests {
     #expect(core.order == ["other", "top", "mid", "sibling", "deep"])
   }
 
-  @Test("isInside: strictly inside, on path components")
-  func isInsidePaths() {
-    #expect(isInside("/mnt/a/b", "/mnt/a"))
-    #expect(!isInside("/mnt/a", "/mnt/a"))
-    #expect(!isInside("/mnt/ab", "/mnt/a"))
-    #expect(isInside("/mnt", "/"))
-    #expect(!isInside("/", "/"))
-  }
-
   // MARK: Parent-first start
 
   @Test("begin starts the top-level mounts; nested ones wait for their parent")
@@ -43,7 +34,12 @@ struct SupervisorCoreTests {
     ])
     let effects = harness.begin()
     #expect(
-      effects.actions == [.mount("p", .prepare(attempt: 1)), .mount("x", .prepare(attempt: 1))])
+      effects.actions == [
+        .mount(
+          "p", .inspectMountpoint(attempt: 1, mountpoint: harness.machine("p").spec.mountpoint)),
+        .mount(
+          "x", .inspectMountpoint(attempt: 1, mountpoint: harness.machine("x").spec.mountpoint)),
+      ])
     #expect(harness.machine("c").phase == .inactive)
     #expect(
       harness.core.statusLine == "0/3 mounts ready; p: starting; x: starting; c: waiting for p")
@@ -55,10 +51,17 @@ struct SupervisorCoreTests {
       makeSpec("g", mountpoint: "/mnt/p/c/g"), makeSpec("c", mountpoint: "/mnt/p/c"),
       makeSpec("p", mountpoint: "/mnt/p"),
     ])
-    #expect(harness.begin().actions == [.mount("p", .prepare(attempt: 1))])
+    #expect(
+      harness.begin().actions == [
+        .mount(
+          "p", .inspectMountpoint(attempt: 1, mountpoint: harness.machine("p").spec.mountpoint))
+      ])
 
     let afterP = harness.makeReady("p", pid: 1)
-    #expect(afterP.actions(for: "c") == [.prepare(attempt: 1)])
+    #expect(
+      afterP.actions(for: "c") == [
+        .inspectMountpoint(attempt: 1, mountpoint: harness.machine("c").spec.mountpoint)
+      ])
     #expect(afterP.actions(for: "g") == [])
     #expect(!afterP.announcesReady)
 
@@ -69,10 +72,16 @@ struct SupervisorCoreTests {
     slow.begin()
     slow.runWorker("p", pid: 1)
     #expect(slow.send(.message(readyMessage), to: "p").actions(for: "c") == [])
-    #expect(slow.send(.mountAppeared, to: "p").actions(for: "c") == [.prepare(attempt: 1)])
+    #expect(
+      slow.send(.mountAppeared, to: "p").actions(for: "c") == [
+        .inspectMountpoint(attempt: 1, mountpoint: harness.machine("c").spec.mountpoint)
+      ])
 
     let afterC = harness.makeReady("c", pid: 2)
-    #expect(afterC.actions(for: "g") == [.prepare(attempt: 1)])
+    #expect(
+      afterC.actions(for: "g") == [
+        .inspectMountpoint(attempt: 1, mountpoint: harness.machine("g").spec.mountpoint)
+      ])
     #expect(!afterC.announcesReady)
 
     #expect(harness.makeReady("g", pid: 3).service == [.announceReady])
@@ -94,9 +103,16 @@ struct SupervisorCoreTests {
     #expect(crash.service == [], "READY stays")
     harness.exit("c", .exited(0))
     #expect(harness.machine("c").phase == .inactive)
-    #expect(harness.fireTimers().actions == [.mount("p", .prepare(attempt: 2))])
+    #expect(
+      harness.fireTimers().actions == [
+        .mount(
+          "p", .inspectMountpoint(attempt: 2, mountpoint: harness.machine("p").spec.mountpoint))
+      ])
     let again = harness.makeReady("p", pid: 3)
-    #expect(again.actions(for: "c") == [.prepare(attempt: 2)])
+    #expect(
+      again.actions(for: "c") == [
+        .inspectMountpoint(attempt: 2, mountpoint: harness.machine("c").spec.mountpoint)
+      ])
     #expect(!again.announcesReady)
   }
 
@@ -140,7 +156,10 @@ struct SupervisorCoreTests {
     var harness = CoreHarness([makeSpec("a", required: false), makeSpec("b", required: false)])
     let effects = harness.begin()
     #expect(effects.service == [.announceReady])
-    #expect(effects.actions(for: "a") == [.prepare(attempt: 1)])
+    #expect(
+      effects.actions(for: "a") == [
+        .inspectMountpoint(attempt: 1, mountpoint: harness.machine("a").spec.mountpoint)
+      ])
   }
 
   @Test("no mounts at all: READY at begin, exit 0 at shutdown")
@@ -308,7 +327,11 @@ struct SupervisorCoreTests {
     #expect(harness.core.readyAnnounced)
     #expect(!harness.core.shuttingDown)
     #expect(harness.core.statusLine.hasPrefix("1/2 mounts ready; a: restarting after: "))
-    #expect(harness.fireTimers().actions == [.mount("a", .prepare(attempt: 2))])
+    #expect(
+      harness.fireTimers().actions == [
+        .mount(
+          "a", .inspectMountpoint(attempt: 2, mountpoint: harness.machine("a").spec.mountpoint))
+      ])
     #expect(harness.makeReady("a", pid: 3).service == [])
     #expect(harness.core.statusLine == "2/2 mounts ready")
   }
@@ -447,10 +470,15 @@ struct SupervisorCoreTests {
     #expect(
       harness.exit("b", .signaled(9)).actions(for: "a") == [], "other events do not revive it")
     #expect(
-      harness.core.statusLine.hasPrefix("0/2 mounts ready; a: stopped; b: restarting after: "))
+      harness.core.statusLine.hasPrefix(
+        "0/2 mounts ready; a: stopped by operator; b: restarting after: "))
 
     let start = harness.core.operatorStart("a", now: harness.now)
-    #expect(start.actions == [.mount("a", .prepare(attempt: 2))])
+    #expect(
+      start.actions == [
+        .mount(
+          "a", .inspectMountpoint(attempt: 2, mountpoint: harness.machine("a").spec.mountpoint))
+      ])
     #expect(harness.core.held.isEmpty)
   }
 
@@ -463,7 +491,7 @@ struct SupervisorCoreTests {
     #expect(harness.core.operatorStop("a", now: harness.now).actions == [])
     #expect(harness.machine("a").phase == .inactive)
     #expect(harness.core.nextDeadline == nil)
-    #expect(harness.core.detail(of: "a") == "stopped")
+    #expect(harness.core.detail(of: "a") == "stopped by operator")
   }
 
   @Test("an operator's stop while starting: SIGTERM, then it stays stopped")
@@ -489,7 +517,8 @@ struct SupervisorCoreTests {
     #expect(harness.machine("a").isFailed)
     #expect(
       harness.core.operatorStart("a", now: harness.now).actions == [
-        .mount("a", .prepare(attempt: 2))
+        .mount(
+          "a", .inspectMountpoint(attempt: 2, mountpoint: harness.machine("a").spec.mountpoint))
       ])
     #expect(harness.core.operatorStart("a", now: harness.now) == [])
     harness.makeReady("b", pid: 2)
@@ -503,14 +532,19 @@ struct SupervisorCoreTests {
     harness.makeReady("a", pid: 1)
     #expect(harness.core.operatorRestart("a", now: harness.now).actions == [.mount("a", .unmount)])
     #expect(
-      harness.exit("a").actions == [.mount("a", .detachMount), .mount("a", .prepare(attempt: 2))])
+      harness.exit("a").actions == [
+        .mount("a", .detachMount),
+        .mount(
+          "a", .inspectMountpoint(attempt: 2, mountpoint: harness.machine("a").spec.mountpoint)),
+      ])
     harness.makeReady("a", pid: 2)
 
     _ = harness.core.operatorStop("a", now: harness.now)
     harness.exit("a")
     #expect(
       harness.core.operatorRestart("a", now: harness.now).actions == [
-        .mount("a", .prepare(attempt: 3))
+        .mount(
+          "a", .inspectMountpoint(attempt: 3, mountpoint: harness.machine("a").spec.mountpoint))
       ])
     #expect(harness.core.held.isEmpty)
   }
@@ -533,9 +567,13 @@ struct SupervisorCoreTests {
 
     #expect(
       harness.core.operatorStart("p", now: harness.now).actions == [
-        .mount("p", .prepare(attempt: 2))
+        .mount(
+          "p", .inspectMountpoint(attempt: 2, mountpoint: harness.machine("p").spec.mountpoint))
       ])
-    #expect(harness.makeReady("p", pid: 3).actions(for: "c") == [.prepare(attempt: 2)])
+    #expect(
+      harness.makeReady("p", pid: 3).actions(for: "c") == [
+        .inspectMountpoint(attempt: 2, mountpoint: harness.machine("c").spec.mountpoint)
+      ])
   }
 
   @Test(
@@ -553,8 +591,15 @@ struct SupervisorCoreTests {
       "the parent's unmount would be EBUSY under a live child")
     #expect(harness.exit("c").actions == [.mount("c", .detachMount), .mount("p", .unmount)])
     #expect(
-      harness.exit("p").actions == [.mount("p", .detachMount), .mount("p", .prepare(attempt: 2))])
-    #expect(harness.makeReady("p", pid: 3).actions(for: "c") == [.prepare(attempt: 2)])
+      harness.exit("p").actions == [
+        .mount("p", .detachMount),
+        .mount(
+          "p", .inspectMountpoint(attempt: 2, mountpoint: harness.machine("p").spec.mountpoint)),
+      ])
+    #expect(
+      harness.makeReady("p", pid: 3).actions(for: "c") == [
+        .inspectMountpoint(attempt: 2, mountpoint: harness.machine("c").spec.mountpoint)
+      ])
     harness.makeReady("c", pid: 4)
     #expect(harness.core.statusLine == "2/2 mounts ready")
   }
@@ -571,7 +616,10 @@ struct SupervisorCoreTests {
     #expect(harness.machine("c").phase == .inactive)
     #expect(harness.core.held.isEmpty)
     #expect(harness.core.operatorRestart("c", now: harness.now).actions(for: "c") == [])
-    #expect(harness.makeReady("p", pid: 1).actions(for: "c") == [.prepare(attempt: 1)])
+    #expect(
+      harness.makeReady("p", pid: 1).actions(for: "c") == [
+        .inspectMountpoint(attempt: 1, mountpoint: harness.machine("c").spec.mountpoint)
+      ])
   }
 
   @Test("an operator's start during shutdown starts nothing")

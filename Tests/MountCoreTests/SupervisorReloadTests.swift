@@ -35,7 +35,11 @@ struct SupervisorReloadTests {
     let (summary, effects) = harness.core.apply(
       specs: [makeSpec("a"), makeSpec("b"), makeSpec("c")], now: harness.now)
     #expect(summary == .init(added: ["c"], unchanged: ["a", "b"]))
-    #expect(effects.actions == [.mount("c", .prepare(attempt: 1))])
+    #expect(
+      effects.actions == [
+        .mount(
+          "c", .inspectMountpoint(attempt: 1, mountpoint: harness.machine("c").spec.mountpoint))
+      ])
     #expect(harness.core.statusLine == "2/3 mounts ready; c: starting")
     #expect(harness.makeReady("c", pid: 3).service == [], "READY was said already")
   }
@@ -53,9 +57,16 @@ struct SupervisorReloadTests {
     ]
     let (summary, effects) = harness.core.apply(specs: specs, now: harness.now)
     #expect(summary.added.sorted() == ["pc", "qc"])
-    #expect(effects.actions == [.mount("pc", .prepare(attempt: 1))])
+    #expect(
+      effects.actions == [
+        .mount(
+          "pc", .inspectMountpoint(attempt: 1, mountpoint: harness.machine("pc").spec.mountpoint))
+      ])
     #expect(harness.core.parent(of: "qc") == "q")
-    #expect(harness.makeReady("q", pid: 2).actions(for: "qc") == [.prepare(attempt: 1)])
+    #expect(
+      harness.makeReady("q", pid: 2).actions(for: "qc") == [
+        .inspectMountpoint(attempt: 1, mountpoint: harness.machine("qc").spec.mountpoint)
+      ])
   }
 
   @Test("a removed mount is stopped and forgotten once its worker is gone")
@@ -96,7 +107,11 @@ struct SupervisorReloadTests {
     #expect(effects.actions == [.mount("a", .unmount)])
     #expect(harness.machine("a").spec == newA)
     #expect(
-      harness.exit("a").actions == [.mount("a", .detachMount), .mount("a", .prepare(attempt: 2))])
+      harness.exit("a").actions == [
+        .mount("a", .detachMount),
+        .mount(
+          "a", .inspectMountpoint(attempt: 2, mountpoint: harness.machine("a").spec.mountpoint)),
+      ])
     #expect(harness.makeReady("a", pid: 3).service == [])
   }
 
@@ -129,7 +144,11 @@ struct SupervisorReloadTests {
     let newB = makeSpec("b", command: ["fixed"], restart: .never, required: false)
     let (summary, effects) = harness.core.apply(specs: [makeSpec("a"), newB], now: harness.now)
     #expect(summary.changed == ["b"])
-    #expect(effects.actions == [.mount("b", .prepare(attempt: 2))])
+    #expect(
+      effects.actions == [
+        .mount(
+          "b", .inspectMountpoint(attempt: 2, mountpoint: harness.machine("b").spec.mountpoint))
+      ])
   }
 
   @Test("a changed mount waiting out its backoff starts again at once")
@@ -140,7 +159,11 @@ struct SupervisorReloadTests {
     harness.exit("a", .exited(1))
     let (_, effects) = harness.core.apply(
       specs: [makeSpec("a", command: ["fixed"])], now: harness.now)
-    #expect(effects.actions == [.mount("a", .prepare(attempt: 2))])
+    #expect(
+      effects.actions == [
+        .mount(
+          "a", .inspectMountpoint(attempt: 2, mountpoint: harness.machine("a").spec.mountpoint))
+      ])
   }
 
   @Test("added, removed, changed and unchanged in one reload: the unchanged mount gets no effect")
@@ -171,7 +194,11 @@ struct SupervisorReloadTests {
     #expect(summary.removed == [])
     #expect(effects.actions == [])
     #expect(
-      harness.exit("b").actions == [.mount("b", .detachMount), .mount("b", .prepare(attempt: 2))])
+      harness.exit("b").actions == [
+        .mount("b", .detachMount),
+        .mount(
+          "b", .inspectMountpoint(attempt: 2, mountpoint: harness.machine("b").spec.mountpoint)),
+      ])
     #expect(harness.core.machines["b"] != nil)
   }
 
@@ -200,7 +227,11 @@ struct SupervisorReloadTests {
       specs: [makeSpec("c", mountpoint: "/mnt/p/c", required: false)], now: harness.now)
     #expect(summary.removed == ["p"])
     #expect(harness.core.parent(of: "c") == nil)
-    #expect(effects.actions == [.mount("c", .prepare(attempt: 1))])
+    #expect(
+      effects.actions == [
+        .mount(
+          "c", .inspectMountpoint(attempt: 1, mountpoint: harness.machine("c").spec.mountpoint))
+      ])
   }
 
   @Test("removing a running parent stops its nested mount first; the child then runs on its own")
@@ -217,7 +248,11 @@ struct SupervisorReloadTests {
     #expect(effects.actions == [.mount("c", .unmount)])
     #expect(harness.exit("c").actions == [.mount("c", .detachMount), .mount("p", .unmount)])
     #expect(
-      harness.exit("p").actions == [.mount("p", .detachMount), .mount("c", .prepare(attempt: 2))])
+      harness.exit("p").actions == [
+        .mount("p", .detachMount),
+        .mount(
+          "c", .inspectMountpoint(attempt: 2, mountpoint: harness.machine("c").spec.mountpoint)),
+      ])
     #expect(harness.core.machines["p"] == nil)
   }
 
@@ -236,8 +271,15 @@ struct SupervisorReloadTests {
     #expect(effects.actions == [.mount("c", .unmount)])
     #expect(harness.exit("c").actions == [.mount("c", .detachMount), .mount("p", .unmount)])
     #expect(
-      harness.exit("p").actions == [.mount("p", .detachMount), .mount("p", .prepare(attempt: 2))])
+      harness.exit("p").actions == [
+        .mount("p", .detachMount),
+        .mount(
+          "p", .inspectMountpoint(attempt: 2, mountpoint: harness.machine("p").spec.mountpoint)),
+      ])
     #expect(harness.machine("p").spec == newP)
-    #expect(harness.makeReady("p", pid: 3).actions(for: "c") == [.prepare(attempt: 2)])
+    #expect(
+      harness.makeReady("p", pid: 3).actions(for: "c") == [
+        .inspectMountpoint(attempt: 2, mountpoint: harness.machine("c").spec.mountpoint)
+      ])
   }
 }
