@@ -80,7 +80,7 @@ let package = Package(
       name: "SupervisorTests",
       dependencies: [
         "CLinuxSupport", "MountSupTestSupport", "mountsupd", "mountsup-testworker",
-        "mountsup-mirror",
+        "mountsup-mirror", "MountRuntime",
       ]),
     .testTarget(
       name: "ControlTests",

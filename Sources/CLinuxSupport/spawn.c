@@ -15,12 +15,13 @@
 /// The steps the child takes, in order; the index travels back through the error pipe.
 static const char *const spawn_steps[] = {
     "reset signals", "setsid", "set death signal", "open /dev/null", "move descriptors",
-    "set up descriptors", "setgroups", "setgid", "setuid", "chdir /", "close descriptors",
-    "exec",
+    "set up descriptors", "set the descriptor limit", "setgroups", "setgid", "setuid", "chdir /",
+    "close descriptors", "exec",
 };
 
 enum {
-  STEP_SIGNALS, STEP_SETSID, STEP_DEATHSIG, STEP_DEVNULL, STEP_MOVE, STEP_DUP, STEP_SETGROUPS,
+  STEP_SIGNALS, STEP_SETSID, STEP_DEATHSIG, STEP_DEVNULL, STEP_MOVE, STEP_DUP, STEP_NOFILE,
+  STEP_SETGROUPS,
   STEP_SETGID, STEP_SETUID, STEP_CHDIR, STEP_CLOSE, STEP_EXEC,
 };
 
@@ -64,6 +65,8 @@ static void _Noreturn run_child(const mountsup_spawn_request *request, pid_t par
     child_fail(report_fd, STEP_DUP);
   if (notify >= 0 && dup2(notify, 3) < 0) child_fail(report_fd, STEP_DUP);
 
+  if (request->set_nofile && setrlimit(RLIMIT_NOFILE, &request->nofile) != 0)
+    child_fail(report_fd, STEP_NOFILE);
   if (request->switch_ids) {
     // Raw system calls: glibc's wrappers would try to change the ids of the parent's threads,
     // whose bookkeeping this child shares until exec.

@@ -265,6 +265,13 @@ public struct SupervisorCore: Sendable {
       workerStatus: machine.workerStatus)
   }
 
+  /// Whether the mount's attempt still waits for its worker to be spawned (a stop may have
+  /// come first).
+  public func awaitsSpawn(_ name: String, attempt: Int) -> Bool {
+    guard case .starting(attempt, _, let starting) = machines[name]?.phase else { return false }
+    return starting.pid == nil
+  }
+
   /// Whether `name` is configured (and not on its way out after a reload removed it).
   public func isConfigured(_ name: String) -> Bool {
     machines[name] != nil && !removing.contains(name)

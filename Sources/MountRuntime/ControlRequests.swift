@@ -57,18 +57,16 @@ extension ControlServer {
         request.command == .start ? .start : request.command == .stop ? .stop : .restart
       logger.notice(
         "\(client.peer.description): \(request.command.rawValue) \(names.joined(separator: " "))")
-      for name in names { host.operate(action, on: name) }
-      if request.noBlock {
-        respond(client, ControlResponse(mounts: statuses(names)))
-      } else {
-        client.pending = .operation(action, names)
-        evaluate(client)
-      }
+      host.submit(action, names)
+      // Answered after the supervisor's step: at once for --no-block, else when the mounts
+      // got there.
+      client.pending = .operation(action, names, remaining: request.noBlock ? [] : Set(names))
+      submitted(client)
 
     case .reload:
       logger.notice("\(client.peer.description): reload")
       client.pending = .reload
-      reloads.request { [weak self, weak client] outcome in
+      host.requestReload { [weak self, weak client] outcome in
         guard let self, let client else { return }
         respond(client, response(to: outcome))
       }
@@ -85,12 +83,7 @@ extension ControlServer {
       }
       let captured = host.outputLines(of: names[0])
       let lines = request.lines.map { Array(captured.suffix($0)) } ?? captured
-      if request.follow {
-        client.pending = .follow(names[0])
-        send(ControlResponse(lines: lines, more: true), to: client)
-      } else {
-        respond(client, ControlResponse(lines: lines))
-      }
+      sendLogs(lines, of: names[0], follow: request.follow, to: client)
 
     case .waitReady:
       let names: [String]
@@ -105,93 +98,67 @@ extension ControlServer {
         return
       }
       let timeout = request.timeoutMilliseconds.map { Duration.milliseconds($0) }
-      client.pending = .waitReady(names, deadline: timeout.map { .now() + $0 }, timeout: timeout)
-      evaluate(client)
+      client.pending = .waitReady(
+        names, remaining: Set(names), deadline: timeout.map { .now() + $0 }, timeout: timeout)
+      evaluate(client, changed: nil)
     }
   }
 
-  /// Answers the client's waiting request if the mounts have got where it waits for.
-  func evaluate(_ client: Client) {
+  /// Answers the client's waiting request if the mounts have got where it waits for. Only the
+  /// mounts in `changed` are looked at again (all of them when nil): a request that waits for
+  /// 1,000 mounts costs one check per mount that changes.
+  func evaluate(_ client: Client, changed: Set<String>?) {
+    let core = host.supervisorCore
     switch client.pending {
-    case .operation(let action, let names):
-      var failures: [String] = []
-      for name in names {
-        switch outcome(of: action, for: name) {
-        case nil: return
-        case .reached: break
-        case .failed(let reason): failures.append("\(name): \(reason)")
-        }
+    case .operation(let action, let names, var remaining):
+      let goal: SupervisorCore.Goal = action == .stop ? .settled : .ready(failingOnRetry: true)
+      guard let outcome = advance(&remaining, toward: goal, changed: changed, names: names, core)
+      else {
+        client.pending = .operation(action, names, remaining: remaining)
+        return
       }
-      respond(
-        client,
-        failures.isEmpty
-          ? ControlResponse(mounts: statuses(names))
-          : .failure(.failed, failures.joined(separator: "; "), mounts: statuses(names)))
-    case .waitReady(let names, _, _):
-      var failures: [String] = []
-      var waiting = false
-      for name in names {
-        switch readiness(of: name, failingOnBackoff: false) {
-        case nil: waiting = true
-        case .reached: break
-        case .failed(let reason): failures.append("\(name): \(reason)")
-        }
+      respond(client, outcome)
+    case .waitReady(let names, var remaining, let deadline, let timeout):
+      guard
+        let outcome = advance(
+          &remaining, toward: .ready(failingOnRetry: false), changed: changed, names: names, core)
+      else {
+        client.pending = .waitReady(
+          names, remaining: remaining, deadline: deadline, timeout: timeout)
+        return
       }
-      if !failures.isEmpty {
-        respond(
-          client, .failure(.failed, failures.joined(separator: "; "), mounts: statuses(names)))
-      } else if !waiting {
-        respond(client, ControlResponse(mounts: statuses(names)))
-      }
-    case .reload, .follow, nil:
+      respond(client, outcome)
+    case .reload, .logs, .follow, nil:
       return
     }
   }
 
-  private enum Outcome {
-    case reached
-    case failed(String)
-  }
-
-  private func outcome(of action: OperatorAction, for name: String) -> Outcome? {
-    guard action != .stop else {
-      return (host.supervisorCore.machines[name]?.isSettled ?? true) ? .reached : nil
-    }
-    // A start that fails and is retried is reported at its first failure, with the reason.
-    return readiness(of: name, failingOnBackoff: true)
-  }
-
-  /// Whether a mount is ready, can no longer become ready without an operator, or may still.
-  private func readiness(of name: String, failingOnBackoff: Bool) -> Outcome? {
-    let core = host.supervisorCore
-    guard let machine = core.machines[name] else {
-      return .failed("removed from the configuration")
-    }
-    switch machine.phase {
-    case .ready:
-      return .reached
-    case .failed(let failure):
-      return .failed("failed: \(failure)")
-    case .exited(let status):
-      return .failed(
-        "the worker \(status) and is not restarted (restart = \(machine.spec.restart.rawValue))")
-    case .backoff where failingOnBackoff:
-      return .failed(core.detail(of: name))
-    case .inactive where core.held.contains(name):
-      return .failed("stopped by an operator (mountctl start \(name))")
-    case .inactive:
-      if let parent = core.parent(of: name), let parentMachine = core.machines[parent],
-        parentMachine.isFailed || parentMachine.phase.isExited
-      {
-        return .failed("its parent mount \(parent) is \(core.detail(of: parent))")
+  /// Removes the mounts that reached the goal from `remaining`; the answer once all have, or
+  /// as soon as one cannot, else nil.
+  private func advance(
+    _ remaining: inout Set<String>, toward goal: SupervisorCore.Goal, changed: Set<String>?,
+    names: [String], _ core: SupervisorCore
+  ) -> ControlResponse? {
+    let candidates = changed.map { remaining.intersection($0) } ?? remaining
+    var failed = false
+    for name in candidates {
+      switch core.progress(of: name, toward: goal) {
+      case .reached: remaining.remove(name)
+      case .pending: break
+      case .failed: failed = true
       }
-    case .preparing, .starting, .backoff, .stopping:
-      break
     }
-    return core.shuttingDown ? .failed("mountsupd is stopping every mount") : nil
+    if failed {
+      let failures = names.compactMap { name -> String? in
+        guard case .failed(let reason) = core.progress(of: name, toward: goal) else { return nil }
+        return "\(name): \(reason)"
+      }
+      return .failure(.failed, failures.joined(separator: "; "), mounts: statuses(names))
+    }
+    return remaining.isEmpty ? ControlResponse(mounts: statuses(names)) : nil
   }
 
-  private func response(to outcome: ReloadQueue.Outcome) -> ControlResponse {
+  private func response(to outcome: ReloadCoordinator.Outcome) -> ControlResponse {
     switch outcome {
     case .applied(let summary):
       let names = summary.added + summary.changed
@@ -215,7 +182,7 @@ extension ControlServer {
     guard !requested.isEmpty else { return core.order }
     var names: [String] = []
     for name in requested where !names.contains(name) { names.append(name) }
-    let unknown = names.filter { core.machines[$0] == nil }
+    let unknown = names.filter { core.report(of: $0) == nil }
     guard unknown.isEmpty else {
       let known = core.order.isEmpty ? "none" : core.order.joined(separator: ", ")
       let quoted = unknown.map { "\"\($0)\"" }.joined(separator: ", ")
@@ -264,7 +231,7 @@ extension ControlServer {
   private func serviceStatus() -> ServiceStatus {
     let core = host.supervisorCore
     return ServiceStatus(
-      ready: core.readyAnnounced, status: host.serviceStatus, reloading: reloads.isReloading,
+      ready: core.readyAnnounced, status: host.serviceStatus, reloading: host.isReloading,
       shuttingDown: core.shuttingDown, configFiles: host.currentConfiguration.files, pid: getpid())
   }
 
@@ -273,25 +240,13 @@ extension ControlServer {
     let core = host.supervisorCore
     let now = MonotonicInstant.now()
     return names.compactMap { name in
-      guard let machine = core.machines[name] else { return nil }
-      var uptime: Double?
-      if case .ready(_, let since) = machine.phase {
-        uptime = Double((now - since).nanosecondsClamped) / 1e9
-      }
+      guard let report = core.report(of: name) else { return nil }
       return MountStatus(
-        name: name, state: machine.stateName, detail: core.detail(of: name), pid: machine.pid,
-        uptimeSeconds: uptime, restarts: machine.restarts, mountpoint: machine.spec.mountpoint,
-        required: machine.spec.required, stoppedByOperator: core.held.contains(name),
-        lastError: machine.lastFailure?.description,
-        lastErrorOutput: machine.lastFailure?.outputTail ?? [],
-        workerStatus: machine.workerStatus)
+        name: name, state: report.state.rawValue, detail: report.detail, pid: report.pid,
+        uptimeSeconds: report.readySince.map { Double((now - $0).nanosecondsClamped) / 1e9 },
+        restarts: report.restarts, mountpoint: report.mountpoint, required: report.required,
+        stoppedByOperator: report.stoppedByOperator, lastError: report.lastFailure?.description,
+        lastErrorOutput: report.lastFailure?.outputTail ?? [], workerStatus: report.workerStatus)
     }
-  }
-}
-
-extension MountMachine.Phase {
-  fileprivate var isExited: Bool {
-    if case .exited = self { return true }
-    return false
   }
 }

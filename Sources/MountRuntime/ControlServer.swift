@@ -6,33 +6,35 @@ import MountControl
 import MountCore
 
 /// What the control server needs from the supervisor it serves; `Supervisor` implements it.
+/// Reads go straight to the core's queries; anything that changes what runs is queued for the
+/// supervisor's next step and answered once the mounts got there.
 protocol ControlHost: AnyObject {
   /// Every mount's state, read-only.
   var supervisorCore: SupervisorCore { get }
   var currentConfiguration: Configuration { get }
-  var serviceNotifier: ServiceNotifier { get }
   /// The STATUS line: the core's, plus the last reload error while there is one.
   var serviceStatus: String { get }
+  var isReloading: Bool { get }
   func outputLines(of name: String) -> [String]
-  /// Carries out an operator's start, stop or restart of one mount at once.
-  func operate(_ action: OperatorAction, on name: String)
-  /// Reads, validates and applies the configuration; throws, changing nothing, when invalid.
-  func applyConfiguration() throws -> SupervisorCore.ReloadSummary
-  /// Re-arms the loop's timer after the server's deadlines changed.
-  func rearmTimer()
+  /// Queues an operator's start, stop or restart of these mounts.
+  func submit(_ action: OperatorAction, _ names: [String])
+  /// Queues a reload; `completion` gets its outcome once it has settled.
+  func requestReload(_ completion: @escaping (ReloadCoordinator.Outcome) -> Void)
 }
 
 enum OperatorAction {
   case start, stop, restart
 }
 
-/// The daemon's end of the control socket, on the supervisor's event loop.
+/// The daemon's end of the control socket: it speaks the protocol, and nothing else.
 ///
 /// The loop never blocks on a client: sockets are non-blocking, a request line is capped at
 /// ``ControlProtocol/maximumRequestLength``, answers wait in a bounded buffer, and a client that
 /// sends no request in time or does not read its answers is dropped when the loop's timer
-/// reaches its deadline. Requests that wait (start, stop, restart, reload, wait-ready) are
-/// answered from ``stateChanged()``, which the supervisor calls after every step: no polling.
+/// reaches its deadline. Each client gets a bounded share of a loop turn (`requestsPerTurn`);
+/// a client that pipelines more is served over the following turns, after supervision.
+/// Requests that wait (start, stop, restart, reload, wait-ready) are answered when the mounts
+/// they wait for change: no polling, and no re-check of mounts that did not change.
 final class ControlServer {
   /// A client must send a complete request this soon after connecting or after its last answer.
   static let requestTimeout: Duration = .seconds(5)
@@ -40,19 +42,22 @@ final class ControlServer {
   static let writeTimeout: Duration = .seconds(10)
   /// Answers buffered for one client beyond this mean it does not read: it is dropped.
   static let outputLimit = 4 << 20
+  /// A follower of `logs -f` whose unread output exceeds this misses lines (counted, and said)
+  /// instead of being dropped; `logs` sends its lines in pieces below it.
+  static let followLimit = 1 << 20
   static let clientLimit = 256
+  static let requestsPerTurn = 16
 
   /// One connection.
   final class Client {
-    let fd: Int32
+    let id: Int
+    let fd: Descriptor
     let peer: ControlPeer
     var input: [UInt8] = []
     var output: [UInt8] = []
     /// Bytes at the start of `output` already sent.
     var sent = 0
     var pending: Pending?
-    /// `processInput` runs for this client (answers given meanwhile must not re-enter it).
-    var processing = false
     var closeWhenFlushed = false
     /// The client shut down its sending side; it is closed once its answers are out.
     var inputEnded = false
@@ -62,19 +67,31 @@ final class ControlServer {
     var requestDeadline: MonotonicInstant?
     /// By when some of the buffered answers must have been taken; nil when none wait.
     var writeDeadline: MonotonicInstant?
+    /// `logs -f`: lines not sent because the client reads too slowly.
+    var missedLines = 0
+    /// Reading stopped while enough unanswered requests wait in `input`.
+    var readingPaused = false
 
-    init(fd: Int32, peer: ControlPeer, now: MonotonicInstant) {
+    init(id: Int, fd: Descriptor, peer: ControlPeer, now: MonotonicInstant) {
+      self.id = id
       self.fd = fd
       self.peer = peer
       requestDeadline = now + ControlServer.requestTimeout
     }
+
+    var unsent: Int { output.count - sent }
+    var hasCompleteRequest: Bool { input.contains(UInt8(ascii: "\n")) }
   }
 
   /// A request that is answered later.
   enum Pending {
-    case operation(OperatorAction, [String])
-    case waitReady([String], deadline: MonotonicInstant?, timeout: Duration?)
+    /// Waiting for `remaining` of `names` to reach the action's goal.
+    case operation(OperatorAction, [String], remaining: Set<String>)
+    case waitReady(
+      [String], remaining: Set<String>, deadline: MonotonicInstant?, timeout: Duration?)
     case reload
+    /// `logs`: lines still to send, then follow the mount's output if `follow`.
+    case logs(String, [String], follow: Bool)
     case follow(String)
   }
 
@@ -82,10 +99,14 @@ final class ControlServer {
   unowned let host: any ControlHost
   private let loop: EventLoop
   let logger: Logger
-  private var clients: [Int32: Client] = [:]
+  private var clients: [Int: Client] = [:]
+  private var nextClientID = 1
+  /// Clients with complete requests left over after their share of a turn.
+  private var backlog: Set<Int> = []
+  /// Clients whose operation was queued this turn: evaluated once the supervisor took it.
+  private var submitted: [Int] = []
   /// Accepting stopped because the process ran out of descriptors; resumed when a client goes.
   private var acceptPaused = false
-  let reloads: ReloadQueue
   /// `admin_group` and `status_group` resolved to ids, redone only when their names change, so
   /// that a request never waits for the user database.
   private var groupIDs: (names: [String?], ids: [gid_t?]) = ([], [])
@@ -94,7 +115,9 @@ final class ControlServer {
   var adminAndStatusGroupIDs: (admin: gid_t?, status: gid_t?) {
     let settings = host.currentConfiguration.supervisor
     let names = [settings.adminGroup, settings.statusGroup]
-    if groupIDs.names != names { groupIDs = (names, names.map { $0.flatMap(groupID(of:)) }) }
+    if groupIDs.names != names {
+      groupIDs = (names, names.map { $0.flatMap(Accounts.groupID(of:)) })
+    }
     return (groupIDs.ids[0], groupIDs.ids[1])
   }
 
@@ -103,9 +126,8 @@ final class ControlServer {
     self.loop = loop
     self.logger = logger
     socket = try ControlSocket.open(settings: host.currentConfiguration.supervisor, logger: logger)
-    reloads = ReloadQueue(host: host, logger: logger)
     do {
-      try loop.add(socket.fd) { [unowned self] _ in acceptClients() }
+      try loop.add(socket.fd, as: .controlListener)
     } catch {
       socket.close()
       throw error
@@ -122,19 +144,31 @@ final class ControlServer {
     socket.close()
   }
 
+  var hasBacklog: Bool { !backlog.isEmpty }
+
   /// The earliest client deadline, for the loop's timer.
   var nextDeadline: MonotonicInstant? {
     clients.values.flatMap { client -> [MonotonicInstant] in
       var deadlines = [client.requestDeadline, client.writeDeadline].compactMap { $0 }
-      if case .waitReady(_, let deadline?, _) = client.pending { deadlines.append(deadline) }
+      if case .waitReady(_, _, let deadline?, _) = client.pending { deadlines.append(deadline) }
       return deadlines
     }.min()
   }
 
-  /// Re-checks every waiting request against the mounts' new state.
-  func stateChanged() {
-    reloads.stateChanged()
-    for client in Array(clients.values) where !client.closed { evaluate(client) }
+  /// Re-checks the requests that wait on mounts that changed.
+  func mountsChanged(_ changed: Set<String>) {
+    for client in Array(clients.values) where !client.closed {
+      evaluate(client, changed: changed)
+    }
+  }
+
+  /// Evaluates the operations queued this turn, which the supervisor has now carried out.
+  func evaluateSubmitted() {
+    let ids = submitted
+    submitted.removeAll()
+    for id in ids {
+      if let client = clients[id], !client.closed { evaluate(client, changed: nil) }
+    }
   }
 
   /// Drops clients past their deadlines and answers `wait-ready` requests that ran out of time.
@@ -150,12 +184,12 @@ final class ControlServer {
             .clientTimeout,
             "no complete request within \(formatDuration(Self.requestTimeout)); closing"),
           thenClose: true)
-      } else if case .waitReady(let names, let deadline?, let timeout) = client.pending,
+      } else if case .waitReady(let names, _, let deadline?, let timeout) = client.pending,
         deadline <= now
       {
-        let waitingFor = names.filter { host.supervisorCore.machines[$0]?.isReady != true }
-        let details = waitingFor.map { "\($0): \(host.supervisorCore.detail(of: $0))" }.joined(
-          separator: "; ")
+        let core = host.supervisorCore
+        let waitingFor = names.filter { core.report(of: $0)?.state != .ready }
+        let details = waitingFor.map { "\($0): \(core.detail(of: $0))" }.joined(separator: "; ")
         respond(
           client,
           .failure(
@@ -167,25 +201,29 @@ final class ControlServer {
 
   /// A line a worker printed: sent to every client that follows that mount's output.
   func outputAppended(_ line: String, of name: String) {
-    for client in Array(clients.values) where !client.closed {
+    for client in clients.values where !client.closed {
       guard case .follow(name) = client.pending else { continue }
-      send(ControlResponse(lines: [line], more: true), to: client)
+      guard client.unsent < Self.followLimit else {
+        client.missedLines += 1
+        continue
+      }
+      var lines = [line]
+      if client.missedLines > 0 {
+        lines.insert("[\(client.missedLines) lines not sent: mountctl read too slowly]", at: 0)
+        client.missedLines = 0
+      }
+      send(ControlResponse(lines: lines, more: true), to: client)
     }
-    host.rearmTimer()
   }
 
   // MARK: Connections
 
-  private func acceptClients() {
+  func acceptClients() {
     while true {
       // Workers are spawned on this thread only, with every other descriptor closed, so setting
       // the flags after accept leaves no window for a leak.
-      let fd = accept(socket.fd, nil, nil)
-      if fd >= 0 {
-        mountsup_set_nonblocking(fd)
-        _ = fcntl(fd, F_SETFD, FD_CLOEXEC)
-      }
-      if fd < 0 {
+      let raw = accept(socket.fd.raw, nil, nil)
+      if raw < 0 {
         if errno == EINTR || errno == ECONNABORTED { continue }
         let code = errno
         if code == EMFILE || code == ENFILE {
@@ -196,66 +234,102 @@ final class ControlServer {
           loop.remove(socket.fd)
           acceptPaused = true
         }
-        break
+        return
       }
-      guard clients.count < Self.clientLimit, let peer = ControlPeer(fd: fd) else {
+      let fd = Descriptor(raw)
+      _ = fcntl(raw, F_SETFD, FD_CLOEXEC)
+      guard (try? fd.setNonBlocking()) != nil, clients.count < Self.clientLimit,
+        let peer = ControlPeer(fd: raw)
+      else {
         let refusal = ControlProtocol.encodeLine(
           ControlResponse.failure(
             .tooManyClients, "too many control connections (\(Self.clientLimit)); try again"))
         _ = refusal.withUnsafeBytes {
-          Glibc.send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+          Glibc.send(raw, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
         }
-        Glibc.close(fd)
         continue
       }
-      let client = Client(fd: fd, peer: peer, now: .now())
+      let client = Client(id: nextClientID, fd: fd, peer: peer, now: .now())
+      nextClientID += 1
       do {
-        try watch(client, writable: false)
+        try loop.add(fd, as: .controlClient(client.id), events: events(for: client))
       } catch {
-        Glibc.close(fd)
         continue
       }
-      clients[fd] = client
+      clients[client.id] = client
     }
-    host.rearmTimer()
   }
 
-  /// (Re-)registers the client with the loop: readable until its input ended, writable while
+  /// Readable until its input ended (and while it has room for more requests), writable while
   /// answers wait. Hang-ups are always reported.
-  private func watch(_ client: Client, writable: Bool) throws {
-    loop.remove(client.fd)
-    var events = writable ? EPOLLOUT.rawValue : 0
-    if !client.inputEnded { events |= EventLoop.readable | EPOLLRDHUP.rawValue }
-    try loop.add(client.fd, events: events) { [unowned self, unowned client] events in
-      clientEvent(client, events)
+  private func events(for client: Client) -> UInt32 {
+    var events = client.watchingWritable ? EventLoop.writable : 0
+    if !client.inputEnded, !client.readingPaused {
+      events |= EventLoop.readable | EPOLLRDHUP.rawValue
     }
-    client.watchingWritable = writable
+    return events
   }
 
-  private func clientEvent(_ client: Client, _ events: UInt32) {
+  /// Unanswered requests beyond this wait in the socket, not in the daemon: a client that
+  /// pipelines is read as fast as it is answered.
+  static let inputBacklogLimit = 4 * ControlProtocol.maximumRequestLength
+  /// Answers beyond this wait for the client to read before more requests are handled.
+  static let outputBacklogLimit = 256 * 1024
+
+  /// Stops or resumes reading a client, so that neither its unanswered requests nor its unread
+  /// answers pile up in the daemon.
+  private func pace(_ client: Client) {
+    let paused = client.input.count >= Self.inputBacklogLimit
+    guard paused != client.readingPaused, !client.closed else { return }
+    client.readingPaused = paused
+    do {
+      try loop.change(client.fd, events: events(for: client))
+    } catch {
+      drop(client, reason: "\(error)")
+    }
+  }
+
+  private func watch(_ client: Client, writable: Bool) {
+    guard client.watchingWritable != writable else { return }
+    client.watchingWritable = writable
+    do {
+      try loop.change(client.fd, events: events(for: client))
+    } catch {
+      drop(client, reason: "\(error)")
+    }
+  }
+
+  func clientEvent(_ id: Int, _ events: UInt32) {
+    guard let client = clients[id] else { return }
     if events & (EPOLLHUP.rawValue | EPOLLERR.rawValue) != 0 {
       // Both directions are gone: nobody is left to answer.
       drop(client, reason: nil)
-    } else {
-      if events & EPOLLOUT.rawValue != 0 { flush(client) }
-      if !client.closed, events & (EventLoop.readable | EPOLLRDHUP.rawValue) != 0 {
-        readInput(client)
-      }
+      return
     }
-    host.rearmTimer()
+    if events & EventLoop.writable != 0 { flush(client) }
+    if !client.closed, events & (EventLoop.readable | EPOLLRDHUP.rawValue) != 0 {
+      readInput(client)
+    }
   }
 
-  /// Reads what has arrived, a bounded amount per wake-up so that no client can monopolise the
-  /// loop; level-triggered epoll calls again for the rest.
+  /// Serves the clients whose pipelined requests exceeded their share of the last turn.
+  func serveBacklog() {
+    let ids = backlog
+    backlog.removeAll()
+    for id in ids {
+      if let client = clients[id], !client.closed { processInput(client) }
+    }
+  }
+
+  /// Reads what has arrived, a bounded amount per turn; level-triggered epoll reports the rest.
   private func readInput(_ client: Client) {
     var chunk = [UInt8](repeating: 0, count: 16384)
-    for _ in 0..<8 where !client.closed {
-      let count = read(client.fd, &chunk, chunk.count)
+    for _ in 0..<4 where !client.closed && client.input.count < Self.inputBacklogLimit {
+      let count = read(client.fd.raw, &chunk, chunk.count)
       if count > 0 {
         if client.closeWhenFlushed { continue }
         client.input += chunk.prefix(count)
-        processInput(client)
-        if client.input.count > ControlProtocol.maximumRequestLength {
+        if client.input.count > ControlProtocol.maximumRequestLength, !client.hasCompleteRequest {
           let limit = ControlProtocol.maximumRequestLength
           logger.notice(
             "control client \(client.peer.description) sent more than \(limit) bytes unanswered; dropped"
@@ -268,11 +342,12 @@ final class ControlServer {
               "a request line may have at most \(limit) bytes, and requests must wait for their answers; closing"
             ),
             thenClose: true)
+          return
         }
         continue
       }
       if count < 0, errno == EINTR { continue }
-      if count < 0, errno == EAGAIN { return }
+      if count < 0, errno == EAGAIN { break }
       guard count == 0 else {
         drop(client, reason: nil)
         return
@@ -283,28 +358,32 @@ final class ControlServer {
       if !client.closeWhenFlushed, !client.input.isEmpty, client.input.last != UInt8(ascii: "\n") {
         client.input.append(UInt8(ascii: "\n"))
       }
-      processInput(client)
-      if !client.closed {
-        do {
-          try watch(client, writable: client.watchingWritable)
-        } catch {
-          drop(client, reason: "\(error)")
-        }
+      do {
+        try loop.change(client.fd, events: events(for: client))
+      } catch {
+        drop(client, reason: "\(error)")
+        return
       }
-      return
+      break
     }
+    processInput(client)
   }
 
-  /// Handles complete request lines, one at a time: a line that waits holds back the next.
+  /// Handles complete request lines, one at a time (a line that waits holds back the next), at
+  /// most `requestsPerTurn` of them; the rest wait in the backlog for the next turn.
   private func processInput(_ client: Client) {
-    guard !client.processing else { return }
-    client.processing = true
-    defer { client.processing = false }
+    var handled = 0
+    var start = 0
     while !client.closed, !client.closeWhenFlushed, client.pending == nil,
-      let newline = client.input.firstIndex(of: UInt8(ascii: "\n"))
+      let newline = client.input[start...].firstIndex(of: UInt8(ascii: "\n"))
     {
-      let line = Array(client.input[..<newline])
-      client.input.removeSubrange(...newline)
+      guard handled < Self.requestsPerTurn, client.unsent < Self.outputBacklogLimit else {
+        // The rest waits for the next turn, or for the client to read its answers.
+        if client.unsent < Self.outputBacklogLimit { backlog.insert(client.id) }
+        break
+      }
+      let line = client.input[start..<newline]
+      start = newline + 1
       if line.count > ControlProtocol.maximumRequestLength {
         respond(
           client,
@@ -316,10 +395,13 @@ final class ControlServer {
       } else if !line.allSatisfy({
         $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\r") || $0 == UInt8(ascii: "\t")
       }) {
-        handle(line, from: client)
+        handled += 1
+        handle(Array(line), from: client)
       }
     }
-    if client.inputEnded, client.pending == nil, client.output.count == client.sent {
+    if start > 0, !client.closed { client.input.removeFirst(start) }
+    pace(client)
+    if client.inputEnded, client.pending == nil, client.unsent == 0, !client.hasCompleteRequest {
       drop(client, reason: nil)
     }
   }
@@ -331,13 +413,16 @@ final class ControlServer {
     client.requestDeadline = thenClose || client.inputEnded ? nil : .now() + Self.requestTimeout
     if thenClose { client.closeWhenFlushed = true }
     send(response, to: client)
-    processInput(client)
+    if !client.closed, client.hasCompleteRequest { backlog.insert(client.id) }
+    if !client.closed, client.inputEnded, client.unsent == 0, !client.hasCompleteRequest {
+      drop(client, reason: nil)
+    }
   }
 
   /// Queues one response line (also a streamed one that does not end the request).
   func send(_ response: ControlResponse, to client: Client) {
     let line = ControlProtocol.encodeLine(response)
-    guard client.output.count - client.sent + line.count <= Self.outputLimit else {
+    guard client.unsent + line.count <= Self.outputLimit else {
       drop(client, reason: "it did not read \(Self.outputLimit >> 20) MiB of answers")
       return
     }
@@ -349,7 +434,7 @@ final class ControlServer {
     var progressed = false
     while !client.closed, client.sent < client.output.count {
       let count = client.output[client.sent...].withUnsafeBytes {
-        Glibc.send(client.fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+        Glibc.send(client.fd.raw, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
       }
       if count > 0 {
         client.sent += count
@@ -365,32 +450,62 @@ final class ControlServer {
     }
     guard !client.closed else { return }
     if client.sent == client.output.count {
-      client.output.removeAll()
+      client.output.removeAll(keepingCapacity: client.output.count < 1 << 16)
       client.sent = 0
       client.writeDeadline = nil
       if client.closeWhenFlushed
-        || (client.inputEnded && client.pending == nil && client.input.isEmpty)
+        || (client.inputEnded && client.pending == nil && !client.hasCompleteRequest)
       {
         drop(client, reason: nil)
         return
       }
-      if client.watchingWritable { try? watch(client, writable: false) }
-      return
-    }
-    if progressed || client.writeDeadline == nil {
-      client.writeDeadline = .now() + Self.writeTimeout
-    }
-    if client.sent > 1 << 20 {
-      client.output.removeFirst(client.sent)
-      client.sent = 0
-    }
-    if !client.watchingWritable {
-      do {
-        try watch(client, writable: true)
-      } catch {
-        drop(client, reason: "\(error)")
+      watch(client, writable: false)
+    } else {
+      if progressed || client.writeDeadline == nil {
+        client.writeDeadline = .now() + Self.writeTimeout
       }
+      if client.sent > 1 << 20 {
+        client.output.removeFirst(client.sent)
+        client.sent = 0
+      }
+      watch(client, writable: true)
     }
+    if case .logs = client.pending, client.unsent < Self.followLimit / 2 { sendLogPiece(client) }
+    if client.pending == nil, client.unsent < Self.outputBacklogLimit, client.hasCompleteRequest {
+      backlog.insert(client.id)
+    }
+  }
+
+  /// Sends the next piece of a `logs` answer, small enough for a slow reader.
+  private func sendLogPiece(_ client: Client) {
+    guard case .logs(let name, var lines, let follow) = client.pending else { return }
+    var piece: [String] = []
+    var size = 0
+    while let line = lines.first, piece.isEmpty || size + line.utf8.count < Self.followLimit / 4 {
+      piece.append(line)
+      size += line.utf8.count + 8
+      lines.removeFirst()
+    }
+    if !lines.isEmpty {
+      client.pending = .logs(name, lines, follow: follow)
+      send(ControlResponse(lines: piece, more: true), to: client)
+    } else if follow {
+      client.pending = .follow(name)
+      send(ControlResponse(lines: piece, more: true), to: client)
+    } else {
+      respond(client, ControlResponse(lines: piece))
+    }
+  }
+
+  /// Starts a `logs` answer.
+  func sendLogs(_ lines: [String], of name: String, follow: Bool, to client: Client) {
+    client.pending = .logs(name, lines, follow: follow)
+    sendLogPiece(client)
+  }
+
+  /// Marks a client whose operation was queued: it is evaluated after the supervisor's step.
+  func submitted(_ client: Client) {
+    submitted.append(client.id)
   }
 
   private func drop(_ client: Client, reason: String?) {
@@ -399,11 +514,11 @@ final class ControlServer {
     client.closed = true
     client.pending = nil
     loop.remove(client.fd)
-    Glibc.close(client.fd)
-    clients[client.fd] = nil
+    clients[client.id] = nil
+    backlog.remove(client.id)
     if acceptPaused {
       acceptPaused = false
-      try? loop.add(socket.fd) { [unowned self] _ in acceptClients() }
+      try? loop.add(socket.fd, as: .controlListener)
     }
   }
 }

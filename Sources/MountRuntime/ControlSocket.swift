@@ -7,7 +7,7 @@ import MountConfig
 /// The listening control socket: passed by the service manager (socket activation), or made
 /// at the configured path with mode 0660.
 struct ControlSocket {
-  let fd: Int32
+  let fd: Descriptor
   let path: String
   /// Device and inode of the socket file this daemon made, so that only that file is removed at
   /// exit; nil for a socket the service manager passed (it owns the file).
@@ -19,18 +19,19 @@ struct ControlSocket {
     // Also unsets LISTEN_PID/LISTEN_FDS, so nothing started later mistakes fd 3 for its own.
     let passed = sd_listen_fds(1)
     if passed > 0 {
-      let fd = SD_LISTEN_FDS_START
-      guard sd_is_socket_unix(fd, Int32(SOCK_STREAM.rawValue), 1, nil, 0) > 0 else {
+      let fd = Descriptor(SD_LISTEN_FDS_START)
+      guard sd_is_socket_unix(fd.raw, Int32(SOCK_STREAM.rawValue), 1, nil, 0) > 0 else {
         throw RuntimeError(
-          "the service manager passed fd \(fd), which is not a listening unix stream socket",
+          .controlSocket,
+          "the service manager passed \(fd), which is not a listening unix stream socket",
           errno: ENOTSOCK)
       }
-      mountsup_set_nonblocking(fd)
+      try fd.setNonBlocking()
       if passed > 1 {
         logger.warning(
           "the service manager passed \(passed) sockets; only the first (fd 3) is used")
       }
-      logger.info("control socket passed by the service manager (fd \(fd))")
+      logger.info("control socket passed by the service manager (\(fd))")
       return ControlSocket(fd: fd, path: settings.controlSocket, ownFile: nil)
     }
     return try create(settings: settings, logger: logger)
@@ -38,37 +39,31 @@ struct ControlSocket {
 
   private static func create(settings: SupervisorSettings, logger: Logger) throws -> ControlSocket {
     let path = settings.controlSocket
-    var address = sockaddr_un()
-    address.sun_family = sa_family_t(AF_UNIX)
-    let bytes = Array(path.utf8)
-    let capacity = MemoryLayout.size(ofValue: address.sun_path)
-    guard bytes.count < capacity else {
+    guard let address = UnixAddress(path: path) else {
       throw RuntimeError(
-        "control socket \(path): the path is longer than \(capacity - 1) bytes", errno: ENAMETOOLONG
-      )
+        .controlSocket,
+        "control socket \(path): the path is longer than \(UnixAddress.capacity) bytes",
+        errno: ENAMETOOLONG)
     }
-    withUnsafeMutableBytes(of: &address.sun_path) { raw in
-      raw.copyBytes(from: bytes)
-      raw[bytes.count] = 0
+    do {
+      try makeDirectories(directoryName(path))
+    } catch {
+      throw RuntimeError(.controlSocket, "control socket: \(error.operation)", errno: error.errno)
     }
-    try makeDirectory(directoryName(path))
     try removeStale(path, address: address, logger: logger)
 
-    let fd = socket(
-      AF_UNIX,
-      Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-    guard fd >= 0 else { throw RuntimeError("control socket: socket") }
+    let fd = try newSocket()
     var info = stat()
     // Until listen() nobody can connect, so the mode and owner are set before anyone could.
-    guard bind(fd, address), chmod(path, 0o660) == 0, stat(path, &info) == 0 else {
-      let error = RuntimeError("control socket \(path)")
-      Glibc.close(fd)
-      throw error
+    try system(.controlSocket, "control socket \(path)") {
+      address.withSocketAddress { Glibc.bind(fd.raw, $0, $1) }
     }
+    try system(.controlSocket, "control socket \(path)") { chmod(path, 0o660) }
+    try system(.controlSocket, "control socket \(path)") { stat(path, &info) }
     grantGroups(path, settings: settings, logger: logger)
-    guard listen(fd, 128) == 0 else {
-      let error = RuntimeError("control socket \(path): listen")
-      Glibc.close(fd)
+    do {
+      try system(.controlSocket, "control socket \(path): listen") { listen(fd.raw, 128) }
+    } catch {
       unlink(path)
       throw error
     }
@@ -76,9 +71,18 @@ struct ControlSocket {
     return ControlSocket(fd: fd, path: path, ownFile: (UInt64(info.st_dev), UInt64(info.st_ino)))
   }
 
+  private static func newSocket() throws(RuntimeError) -> Descriptor {
+    Descriptor(
+      try system(.controlSocket, "control socket: socket") {
+        socket(
+          AF_UNIX,
+          Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+            | Int32(SOCK_NONBLOCK.rawValue), 0)
+      })
+  }
+
   /// Removes the socket file at exit, if it is still the one this daemon made.
   func close() {
-    Glibc.close(fd)
     var info = stat()
     guard let ownFile, stat(path, &info) == 0, UInt64(info.st_dev) == ownFile.device,
       UInt64(info.st_ino) == ownFile.inode
@@ -88,53 +92,29 @@ struct ControlSocket {
 
   /// A socket file nobody listens on (a crashed daemon's) is replaced; a live one means another
   /// daemon, which is never stolen from.
-  private static func removeStale(_ path: String, address: sockaddr_un, logger: Logger) throws {
+  private static func removeStale(_ path: String, address: UnixAddress, logger: Logger) throws {
     var info = stat()
     guard lstat(path, &info) == 0 else { return }
     guard info.st_mode & S_IFMT == S_IFSOCK else {
       throw RuntimeError(
+        .controlSocket,
         "control socket \(path) exists and is not a socket; remove it or choose another [supervisor] control_socket",
         errno: EEXIST)
     }
-    let probe = socket(
-      AF_UNIX,
-      Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-    guard probe >= 0 else { throw RuntimeError("control socket: socket") }
-    defer { Glibc.close(probe) }
-    let connected = withUnsafePointer(to: address) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-        connect(probe, $0, socklen_t(MemoryLayout<sockaddr_un>.size))
-      }
-    }
+    let probe = try newSocket()
+    let connected = address.withSocketAddress { connect(probe.raw, $0, $1) }
     // EAGAIN: a live listener whose queue is full.
     if connected == 0 || errno == EAGAIN {
       throw RuntimeError(
+        .controlSocket,
         "control socket \(path): another process (another mountsupd?) listens on it; stop it or choose "
           + "another [supervisor] control_socket", errno: EADDRINUSE)
     }
     guard unlink(path) == 0 || errno == ENOENT else {
-      throw RuntimeError("control socket \(path): removing the stale socket")
+      throw RuntimeError(
+        .controlSocket, "control socket \(path): removing the stale socket", errno: errno)
     }
     logger.info("replaced the stale control socket \(path)")
-  }
-
-  private static func bind(_ fd: Int32, _ address: sockaddr_un) -> Bool {
-    withUnsafePointer(to: address) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-        Glibc.bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) == 0
-      }
-    }
-  }
-
-  /// `mkdir -p` with mode 0755 for what it creates.
-  private static func makeDirectory(_ directory: String) throws {
-    var path = ""
-    for component in directory.split(separator: "/") {
-      path += "/" + component
-      if mkdir(path, 0o755) != 0, errno != EEXIST {
-        throw RuntimeError("control socket: cannot create the directory \(path)")
-      }
-    }
   }
 
   private static func directoryName(_ path: String) -> String {
@@ -147,7 +127,7 @@ struct ControlSocket {
   /// both groups reach the daemon, which then decides by `SO_PEERCRED` what each may do.
   private static func grantGroups(_ path: String, settings: SupervisorSettings, logger: Logger) {
     let groups = [settings.adminGroup, settings.statusGroup].compactMap { $0 }.compactMap { name in
-      groupID(of: name).map { (name, $0) }
+      Accounts.groupID(of: name).map { (name, $0) }
     }
     guard let (ownerName, owner) = groups.first else { return }
     if chown(path, uid_t.max, owner) != 0 {
@@ -185,23 +165,6 @@ struct ControlSocket {
   private static func littleEndian<T: FixedWidthInteger>(_ value: T) -> [UInt8] {
     withUnsafeBytes(of: value.littleEndian) { Array($0) }
   }
-}
-
-/// `getgrnam_r`, growing the buffer as needed.
-func groupID(of name: String) -> gid_t? {
-  var size = 4096
-  while size <= 1 << 24 {
-    var entry = group()
-    var result: UnsafeMutablePointer<group>?
-    var buffer = [CChar](repeating: 0, count: size)
-    let status = getgrnam_r(name, &entry, &buffer, buffer.count, &result)
-    if status == ERANGE {
-      size *= 2
-      continue
-    }
-    return status == 0 ? result?.pointee.gr_gid : nil
-  }
-  return nil
 }
 
 /// Who is at the other end of a control connection, as the kernel saw it at connect time.
@@ -250,12 +213,6 @@ struct ControlPeer {
   /// The groups the user database gives the uid: the fallback on kernels without SO_PEERGROUPS.
   private static func configuredGroups(_ uid: uid_t, _ gid: gid_t) -> [gid_t] {
     guard let entry = getpwuid(uid) else { return [] }
-    var count: Int32 = 64
-    var groups = [gid_t](repeating: 0, count: Int(count))
-    if getgrouplist(entry.pointee.pw_name, gid, &groups, &count) < 0 {
-      groups = [gid_t](repeating: 0, count: Int(count))
-      getgrouplist(entry.pointee.pw_name, gid, &groups, &count)
-    }
-    return Array(groups.prefix(Int(count)))
+    return Accounts.groups(ofUser: entry.pointee.pw_name, primary: gid)
   }
 }

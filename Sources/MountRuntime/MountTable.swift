@@ -1,18 +1,27 @@
 import CLinuxSupport
 import Glibc
 
-/// One line of `/proc/self/mountinfo`.
+/// One mount, as the supervisor needs to know it.
 struct MountEntry: Equatable, Sendable {
-  var id: Int
-  var parentID: Int
+  /// The kernel's unique mount ID (never reused) with fanotify; mountinfo's reused ID otherwise.
+  var id: UInt64
+  var parentID: UInt64
+  /// As this process sees it (relative to its root), unescaped.
   var mountpoint: String
+  /// `fuse`, `fuse.sshfs`, `tmpfs`, … (type and subtype joined as mountinfo shows them).
   var fsType: String
   var source: String
   /// A FUSE mount's `user_id` and `group_id`: who mounted it.
   var owner: MountOwner?
+  /// The superblock's device; a FUSE mount's minor is its fusectl connection number.
+  var deviceMajor: UInt32
+  var deviceMinor: UInt32
 
   /// `fuse`, `fuse.NAME` or `fuseblk`: a mount served by a user-space daemon.
-  var isFUSE: Bool { fsType == "fuse" || fsType == "fuseblk" || fsType.hasPrefix("fuse.") }
+  var isFUSE: Bool {
+    fsType == "fuse" || fsType == "fuseblk" || fsType.hasPrefix("fuse.")
+      || fsType.hasPrefix("fuseblk.")
+  }
 }
 
 /// The user and group a FUSE mount belongs to. Without `allow_other` the kernel lets only them
@@ -43,56 +52,463 @@ struct MountOwner: Equatable, Sendable {
   }
 }
 
-/// The kernel's mount table, as this process sees it.
-struct MountTable: Sendable {
-  var entries: [MountEntry]
+enum MountChange: Equatable, Sendable {
+  case attached(MountEntry)
+  case detached(MountEntry)
+}
+
+/// The kernel's mount table, kept current incrementally, so that a change costs what changed
+/// and a lookup costs O(1) however many mounts there are.
+///
+/// Two mechanisms. With fanotify mount events (Linux 6.15, CAP_SYS_ADMIN) each attach or detach
+/// arrives with its unique mount ID and `statmount(2)` describes just that mount. Without them,
+/// `/proc/self/mountinfo` signals POLLPRI on any change and is re-read and compared whole.
+/// `MOUNTSUP_MOUNT_TABLE=mountinfo` in the environment forces the fallback (for its tests, and
+/// for a kernel whose fanotify misbehaves); `=fanotify` insists on fanotify.
+///
+/// Not thread-safe: one event loop owns it.
+final class MountTable {
+  enum Mechanism: Sendable, CustomStringConvertible {
+    case fanotify
+    case mountinfo
+
+    var description: String {
+      switch self {
+      case .fanotify: "fanotify mount events (FAN_MNT_ATTACH/DETACH) with statmount(2)"
+      case .mountinfo: "mountinfo POLLPRI"
+      }
+    }
+  }
 
   static let path = "/proc/self/mountinfo"
 
-  /// Reads and parses the whole table through `fd` (kept open so that POLLPRI keeps working).
-  static func read(from fd: Int32) -> MountTable {
-    lseek(fd, 0, SEEK_SET)
-    var data: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65536)
-    while true {
-      let got = retryingOnInterrupt { Glibc.read(fd, &chunk, chunk.count) }
-      if got <= 0 { break }
-      data.append(contentsOf: chunk.prefix(got))
-    }
-    return MountTable(parsing: data)
+  let mechanism: Mechanism
+  /// Watch it with epoll for `epollEvents`, then call `readChanges()`.
+  let fd: Int32
+  /// EPOLLIN for fanotify, EPOLLPRI for mountinfo.
+  let epollEvents: UInt32
+  /// Why the fallback runs, for the log; nil with fanotify.
+  let fallbackReason: String?
+
+  /// What the log should say about how mount changes are followed.
+  var summary: String {
+    fallbackReason.map { "\(mechanism) (\($0))" } ?? mechanism.description
   }
 
-  init(entries: [MountEntry]) {
-    self.entries = entries
+  private var entries: [UInt64: MountEntry] = [:]
+  /// Mount IDs by mountpoint in attach order: what makes `mounts(at:)` O(1).
+  private var idsByMountpoint: [String: [UInt64]] = [:]
+  /// Child mount IDs by parent: a moved mount's children change path without an event of their
+  /// own.
+  private var childIDs: [UInt64: [UInt64]] = [:]
+  /// statmount's answer; 8-byte aligned, grown on EOVERFLOW.
+  private var statmountBuffer = [UInt64](repeating: 0, count: 2048)
+  private var events = [mountsup_mount_event](repeating: mountsup_mount_event(), count: 256)
+  /// The mountinfo fallback: a second open file of it whose own POLLPRI says whether anything
+  /// changed since this table last read it (epoll consumes that of `fd`).
+  private var mountinfoFD: Int32 = -1
+  /// mountinfo's IDs in its order (attach order), and its lines, to skip parsing unchanged ones.
+  private var mountinfoOrder: [UInt64] = []
+  private var mountinfoLines: [UInt64: [UInt8]] = [:]
+  private var readBuffer: [UInt8] = []
+
+  /// Fanotify if this kernel has mount events and this process may use them, else mountinfo;
+  /// loads the whole table.
+  /// - Parameter forced: this mechanism, whatever `MOUNTSUP_MOUNT_TABLE` says; fanotify throws
+  ///   when it is unavailable.
+  init(mechanism forced: Mechanism? = nil) throws {
+    let environment = getenv("MOUNTSUP_MOUNT_TABLE").map { String(cString: $0) }
+    let wanted = forced ?? (environment == "mountinfo" ? .mountinfo : nil)
+    let insist = forced == .fanotify || (forced == nil && environment == "fanotify")
+    var reason: String
+    if wanted == .mountinfo {
+      reason = forced == nil ? "forced by MOUNTSUP_MOUNT_TABLE=mountinfo" : "forced"
+    } else {
+      // Events first, then the list: a mount attached in between is in both, never in neither.
+      let events = mountsup_mount_events_open()
+      if events >= 0 {
+        do {
+          var buffer = [UInt64](repeating: 0, count: 2048)
+          let snapshot = try Self.kernelSnapshot(buffer: &buffer)
+          statmountBuffer = buffer
+          fd = events
+          mechanism = .fanotify
+          epollEvents = EPOLLIN.rawValue
+          fallbackReason = nil
+          _ = apply(snapshot: snapshot)
+          return
+        } catch {
+          close(events)
+          if insist { throw error }
+          reason = "\(error)"
+        }
+      } else {
+        let code = errno
+        if insist { throw RuntimeError(.mountTable, "fanotify mount events", errno: code) }
+        switch code {
+        case EINVAL: reason = "the kernel lacks fanotify mount events"
+        case EPERM: reason = "fanotify mount events need CAP_SYS_ADMIN"
+        default: reason = "fanotify mount events: \(errorText(code))"
+        }
+      }
+    }
+    fd = open(Self.path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw RuntimeError(.mountTable, "open \(Self.path)", errno: errno) }
+    mountinfoFD = open(Self.path, O_RDONLY | O_CLOEXEC)
+    guard mountinfoFD >= 0 else {
+      let code = errno
+      close(fd)
+      throw RuntimeError(.mountTable, "open \(Self.path)", errno: code)
+    }
+    mechanism = .mountinfo
+    epollEvents = EPOLLPRI.rawValue
+    fallbackReason = reason
+    readBuffer = [UInt8](repeating: 0, count: 262_144)
+    _ = rereadMountinfo(force: true)
   }
 
-  /// Format: `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS`.
-  init(parsing data: [UInt8]) {
-    var entries: [MountEntry] = []
-    for line in data.split(separator: UInt8(ascii: "\n")) {
-      let fields = line.split(separator: UInt8(ascii: " "))
-      guard fields.count >= 10, let separator = fields.firstIndex(of: [UInt8(ascii: "-")]),
-        separator + 2 < fields.endIndex,
-        let id = Int(String(decoding: fields[0], as: UTF8.self)),
-        let parent = Int(String(decoding: fields[1], as: UTF8.self))
-      else { continue }
-      let superOptions = separator + 3 < fields.endIndex ? unescape(fields[separator + 3]) : ""
-      entries.append(
-        MountEntry(
-          id: id, parentID: parent, mountpoint: unescape(fields[4]),
-          fsType: unescape(fields[separator + 1]), source: unescape(fields[separator + 2]),
-          owner: MountOwner(superOptions: superOptions)))
-    }
-    self.entries = entries
+  deinit {
+    close(fd)
+    if mountinfoFD >= 0 { close(mountinfoFD) }
   }
+
+  var count: Int { entries.count }
+
+  func entry(id: UInt64) -> MountEntry? { entries[id] }
 
   /// Mounts at exactly this path, bottom first (the last one is what the path shows).
   func mounts(at mountpoint: String) -> [MountEntry] {
-    entries.filter { $0.mountpoint == mountpoint }
+    guard let ids = idsByMountpoint[mountpoint] else { return [] }
+    let mounts = ids.compactMap { entries[$0] }
+    return mounts.count > 1 ? Self.stacked(mounts) : mounts
   }
 
   func fuseMounts(at mountpoint: String) -> [MountEntry] {
     mounts(at: mountpoint).filter(\.isFUSE)
+  }
+
+  /// Consumes what is pending on `fd` without blocking and returns the changes since the last
+  /// call (none if nothing happened), already applied to the table.
+  func readChanges() -> [MountChange] {
+    switch mechanism {
+    case .fanotify: readEvents()
+    case .mountinfo: rereadMountinfo(force: false)
+    }
+  }
+
+  // MARK: fanotify and statmount
+
+  private func readEvents() -> [MountChange] {
+    var changes: [MountChange] = []
+    let capacity = events.count
+    while true {
+      let got = mountsup_mount_events_read(fd, &events, capacity)
+      guard got > 0 else { break }
+      for event in events.prefix(got) {
+        if event.mask & MOUNTSUP_MOUNT_OVERFLOW != 0 {
+          // Events were lost: only a full comparison tells what changed. Should listmount fail,
+          // the events still queued keep the table as current as they can.
+          if let snapshot = try? Self.kernelSnapshot(buffer: &statmountBuffer) {
+            changes += apply(snapshot: snapshot)
+          }
+          continue
+        }
+        let id = event.mount_id
+        let attached = event.mask & MOUNTSUP_MOUNT_ATTACHED != 0
+        let detached = event.mask & MOUNTSUP_MOUNT_DETACHED != 0
+        if detached, let old = remove(id) { changes.append(.detached(old)) }
+        // Known already when the initial load or a reload saw it after the event was queued.
+        if attached, entries[id] == nil,
+          let new = Self.describe(id, buffer: &statmountBuffer)
+        {
+          let there = idsByMountpoint[new.mountpoint] ?? []
+          insert(new)
+          changes.append(.attached(new))
+          // Slipped beneath them (MOVE_MOUNT_BENEATH): the mounts there now have it as their
+          // parent, and no event says so.
+          for other in there where entries[other]?.parentID == new.parentID {
+            if let fresh = Self.describe(other, buffer: &statmountBuffer) {
+              reparent(other, to: fresh.parentID)
+            }
+          }
+        }
+        // A move reports both, for the moved mount alone; those below it moved too.
+        if attached, detached { changes += refreshDescendants(of: id) }
+      }
+      // Fewer than fit: the queue is empty; spare the read that would say EAGAIN.
+      if got < capacity { break }
+    }
+    return changes
+  }
+
+  /// listmount + statmount of every mount below this root, in attach order.
+  private static func kernelSnapshot(buffer: inout [UInt64]) throws -> [MountEntry] {
+    var snapshot: [MountEntry] = []
+    var ids = [UInt64](repeating: 0, count: 512)
+    var after: UInt64 = 0
+    while true {
+      let got = mountsup_listmount(after, &ids, ids.count)
+      guard got >= 0 else { throw RuntimeError(.mountTable, "listmount", errno: errno) }
+      for id in ids.prefix(got) {
+        if let entry = describe(id, buffer: &buffer) { snapshot.append(entry) }
+      }
+      if got < ids.count { return snapshot }
+      after = ids[got - 1]
+    }
+  }
+
+  /// One mount through statmount(2); nil when it is gone already or outside this root.
+  private static func describe(_ id: UInt64, buffer: inout [UInt64]) -> MountEntry? {
+    while true {
+      var code: Int32 = 0
+      let entry: MountEntry? = buffer.withUnsafeMutableBytes { raw in
+        var info = mountsup_mount_info()
+        code = mountsup_statmount(id, raw.baseAddress, raw.count, &info)
+        // A mount this process cannot reach from its root has no mountpoint; mountinfo omits
+        // it too.
+        guard code == 0, info.reported & MOUNTSUP_STATMOUNT_MNT_POINT != 0 else { return nil }
+        let type = String(cString: info.fs_type)
+        let subtype = String(cString: info.fs_subtype)
+        return MountEntry(
+          id: info.mount_id, parentID: info.parent_id,
+          mountpoint: String(cString: info.mountpoint),
+          fsType: subtype.isEmpty ? type : type + "." + subtype,
+          source: String(cString: info.source),
+          owner: MountOwner(superOptions: String(cString: info.options)),
+          deviceMajor: info.device_major, deviceMinor: info.device_minor)
+      }
+      // Paths and options are bounded; a buffer of 1 MiB that is still too small never grows.
+      guard code == EOVERFLOW, buffer.count < 131_072 else { return entry }
+      buffer += [UInt64](repeating: 0, count: buffer.count)
+    }
+  }
+
+  /// After a move: the mounts below the moved one now have other mountpoints.
+  private func refreshDescendants(of id: UInt64) -> [MountChange] {
+    var changes: [MountChange] = []
+    var queue = childIDs[id] ?? []
+    var index = 0
+    while index < queue.count {
+      let child = queue[index]
+      index += 1
+      queue += childIDs[child] ?? []
+      guard let old = entries[child] else { continue }
+      let new = Self.describe(child, buffer: &statmountBuffer)
+      guard new != old else { continue }
+      _ = remove(child)
+      changes.append(.detached(old))
+      if let new {
+        insert(new)
+        changes.append(.attached(new))
+      }
+    }
+    return changes
+  }
+
+  // MARK: mountinfo
+
+  /// Re-reads mountinfo if it changed since the last read (or `force`) and applies the
+  /// difference. A line equal to the last read's is the same mount and is not parsed again.
+  private func rereadMountinfo(force: Bool) -> [MountChange] {
+    var poller = pollfd(fd: mountinfoFD, events: Int16(POLLPRI), revents: 0)
+    let changed = poll(&poller, 1, 0) > 0 && poller.revents & Int16(POLLPRI) != 0
+    guard changed || force else { return [] }
+    let length = readWhole(mountinfoFD)
+    var order: [UInt64] = []
+    var lines: [UInt64: [UInt8]] = [:]
+    var arriving: [MountEntry] = []
+    var replaced = Set<UInt64>()
+    var unchanged = 0
+    order.reserveCapacity(entries.count + 16)
+    lines.reserveCapacity(entries.count + 16)
+    readBuffer.withUnsafeBufferPointer { buffer in
+      guard let base = buffer.baseAddress else { return }
+      var start = 0
+      while start < length {
+        let newline = memchr(base + start, Int32(UInt8(ascii: "\n")), length - start)
+        let end =
+          newline.map { UnsafePointer($0.assumingMemoryBound(to: UInt8.self)) - base } ?? length
+        let line = UnsafeBufferPointer(start: base + start, count: end - start)
+        start = end + 1
+        guard let id = Self.leadingNumber(line), lines[id] == nil else { continue }
+        if let previous = mountinfoLines[id], entries[id] != nil, previous.count == line.count,
+          memcmp(previous, line.baseAddress!, line.count) == 0
+        {
+          unchanged += 1
+          order.append(id)
+          lines[id] = previous
+          continue
+        }
+        guard let parsed = Self.parseMountinfoLine(ArraySlice(line)) else { continue }
+        order.append(id)
+        lines[id] = Array(line)
+        if let known = entries[id] {
+          // Options changed, or a mount went beneath it: the same mount for this table.
+          if Self.sameMount(known, parsed) {
+            reparent(id, to: parsed.parentID)
+            unchanged += 1
+            continue
+          }
+          replaced.insert(id)
+        }
+        arriving.append(parsed)
+      }
+    }
+    // Only a scan of the old order finds what left, and only when something did.
+    var departing: [UInt64] = []
+    if unchanged + replaced.count < entries.count || !replaced.isEmpty {
+      departing = mountinfoOrder.reversed().filter { lines[$0] == nil || replaced.contains($0) }
+    }
+    mountinfoLines = lines
+    mountinfoOrder = order
+    return commit(departing: departing, arriving: arriving)
+  }
+
+  /// Reads `fd` from the start to EOF into `readBuffer`, growing it; the length.
+  private func readWhole(_ fd: Int32) -> Int {
+    var length = 0
+    lseek(fd, 0, SEEK_SET)
+    while true {
+      if readBuffer.count - length < 65536 {
+        readBuffer += [UInt8](repeating: 0, count: readBuffer.count)
+      }
+      let got = readBuffer.withUnsafeMutableBytes { buffer in
+        retryingOnInterrupt {
+          Glibc.read(fd, buffer.baseAddress! + length, buffer.count - length)
+        }
+      }
+      if got <= 0 { return length }
+      length += got
+    }
+  }
+
+  private static func leadingNumber(_ line: UnsafeBufferPointer<UInt8>) -> UInt64? {
+    var value: UInt64 = 0
+    var digits = 0
+    for byte in line {
+      guard byte >= UInt8(ascii: "0"), byte <= UInt8(ascii: "9") else { break }
+      value = value &* 10 &+ UInt64(byte - UInt8(ascii: "0"))
+      digits += 1
+    }
+    return digits > 0 ? value : nil
+  }
+
+  /// `ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTS`; a
+  /// field may be empty (a source of ""), so empty fields count.
+  static func parseMountinfoLine(_ line: ArraySlice<UInt8>) -> MountEntry? {
+    let fields = line.split(separator: UInt8(ascii: " "), omittingEmptySubsequences: false)
+    guard fields.count >= 10,
+      let separator = fields[6...].firstIndex(where: { $0.elementsEqual([UInt8(ascii: "-")]) }),
+      separator + 2 < fields.endIndex,
+      let id = UInt64(String(decoding: fields[0], as: UTF8.self)),
+      let parent = UInt64(String(decoding: fields[1], as: UTF8.self))
+    else { return nil }
+    let device = fields[2].split(separator: UInt8(ascii: ":"))
+    guard device.count == 2, let major = UInt32(String(decoding: device[0], as: UTF8.self)),
+      let minor = UInt32(String(decoding: device[1], as: UTF8.self))
+    else { return nil }
+    let superOptions = separator + 3 < fields.endIndex ? unescape(fields[separator + 3]) : ""
+    return MountEntry(
+      id: id, parentID: parent, mountpoint: unescape(fields[4]),
+      fsType: unescape(fields[separator + 1]), source: unescape(fields[separator + 2]),
+      owner: MountOwner(superOptions: superOptions), deviceMajor: major, deviceMinor: minor)
+  }
+
+  // MARK: The index
+
+  /// Makes the table `snapshot` (listmount's, in attach order) and returns the difference. A
+  /// changed mount under the same ID is a detach and an attach.
+  private func apply(snapshot: [MountEntry]) -> [MountChange] {
+    var present = Set<UInt64>(minimumCapacity: snapshot.count)
+    var arriving: [MountEntry] = []
+    var replaced = Set<UInt64>()
+    for entry in snapshot where present.insert(entry.id).inserted {
+      guard let known = entries[entry.id] else {
+        arriving.append(entry)
+        continue
+      }
+      if Self.sameMount(known, entry) {
+        reparent(entry.id, to: entry.parentID)
+      } else {
+        arriving.append(entry)
+        replaced.insert(entry.id)
+      }
+    }
+    let departing = entries.keys.sorted().reversed().filter {
+      !present.contains($0) || replaced.contains($0)
+    }
+    return commit(departing: departing, arriving: arriving)
+  }
+
+  /// Removes `departing` (top first), then inserts `arriving` (in attach order).
+  private func commit(departing: [UInt64], arriving: [MountEntry]) -> [MountChange] {
+    var changes: [MountChange] = []
+    changes.reserveCapacity(departing.count + arriving.count)
+    for id in departing {
+      if let old = remove(id) { changes.append(.detached(old)) }
+    }
+    for entry in arriving {
+      insert(entry)
+      changes.append(.attached(entry))
+    }
+    return changes
+  }
+
+  private func insert(_ entry: MountEntry) {
+    entries[entry.id] = entry
+    idsByMountpoint[entry.mountpoint, default: []].append(entry.id)
+    if entry.parentID != entry.id { childIDs[entry.parentID, default: []].append(entry.id) }
+  }
+
+  /// A mount's parent changes without an attach or detach when another goes beneath it.
+  private func reparent(_ id: UInt64, to parentID: UInt64) {
+    guard var entry = entries[id], entry.parentID != parentID else { return }
+    if var siblings = childIDs[entry.parentID] {
+      siblings.removeAll { $0 == id }
+      childIDs[entry.parentID] = siblings.isEmpty ? nil : siblings
+    }
+    entry.parentID = parentID
+    entries[id] = entry
+    if parentID != id { childIDs[parentID, default: []].append(id) }
+  }
+
+  /// Equal but for the parent.
+  private static func sameMount(_ one: MountEntry, _ other: MountEntry) -> Bool {
+    var other = other
+    other.parentID = one.parentID
+    return one == other
+  }
+
+  /// Removes a mount; its children's list stays, for a move's re-insert.
+  private func remove(_ id: UInt64) -> MountEntry? {
+    guard let entry = entries.removeValue(forKey: id) else { return nil }
+    if var ids = idsByMountpoint[entry.mountpoint] {
+      ids.removeAll { $0 == id }
+      idsByMountpoint[entry.mountpoint] = ids.isEmpty ? nil : ids
+    }
+    if var siblings = childIDs[entry.parentID] {
+      siblings.removeAll { $0 == id }
+      childIDs[entry.parentID] = siblings.isEmpty ? nil : siblings
+    }
+    return entry
+  }
+
+  /// Mounts stacked at one path, bottom first: a mount whose parent is another mount here is
+  /// above it; otherwise attach order decides.
+  private static func stacked(_ mounts: [MountEntry]) -> [MountEntry] {
+    var remaining = mounts
+    var result: [MountEntry] = []
+    result.reserveCapacity(mounts.count)
+    while !remaining.isEmpty {
+      let top = result.last?.id
+      let next =
+        remaining.firstIndex { top != nil && $0.parentID == top }
+        ?? remaining.firstIndex { entry in
+          !remaining.contains { $0.id == entry.parentID && $0.id != entry.id }
+        } ?? 0
+      result.append(remaining.remove(at: next))
+    }
+    return result
   }
 }
 

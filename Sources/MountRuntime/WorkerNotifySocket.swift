@@ -3,36 +3,31 @@ import Glibc
 
 /// Mode `notify`: a `NOTIFY_SOCKET` of the worker's own, for programs that speak sd_notify
 /// (rclone). It lives in the abstract namespace, so it needs no directory and vanishes with the
-/// fd; `SO_PASSCRED` makes the kernel attach each sender's pid, and only the worker's session
-/// counts.
+/// descriptor; `SO_PASSCRED` makes the kernel attach each sender's pid, and only the worker's
+/// session counts.
 struct WorkerNotifySocket {
-  let fd: Int32
+  let fd: Descriptor
   /// The value for the worker's `NOTIFY_SOCKET`.
   let address: String
 
-  init(mount name: String, attempt: Int) throws {
-    fd = socket(
-      AF_UNIX,
-      Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue) | Int32(SOCK_NONBLOCK.rawValue), 0)
-    guard fd >= 0 else { throw RuntimeError("socket(AF_UNIX, SOCK_DGRAM)") }
-    let abstractName = "mountsup/\(getpid())/\(name)/\(attempt)"
-    address = "@" + abstractName
-    var socketAddress = sockaddr_un()
-    socketAddress.sun_family = sa_family_t(AF_UNIX)
-    let bytes = Array(abstractName.utf8.prefix(100))
-    withUnsafeMutableBytes(of: &socketAddress.sun_path) { path in
-      path[0] = 0  // abstract namespace
-      for (index, byte) in bytes.enumerated() { path[index + 1] = byte }
+  /// The name holds the supervisor's pid and the worker's serial number, never the mount's
+  /// name, so that it fits `sun_path` whatever the name's length.
+  init(worker: WorkerID) throws(RuntimeError) {
+    fd = Descriptor(
+      try system(.descriptors, "socket(AF_UNIX, SOCK_DGRAM)") {
+        socket(
+          AF_UNIX,
+          Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+            | Int32(SOCK_NONBLOCK.rawValue), 0)
+      })
+    let name = "mountsup/\(getpid())/worker-\(worker)"
+    address = "@" + name
+    let socketAddress = UnixAddress(abstract: name)!
+    let fd = fd
+    try system(.descriptors, "bind \(address)") {
+      socketAddress.withSocketAddress { bind(fd.raw, $0, $1) }
     }
-    let length = socklen_t(MemoryLayout<sa_family_t>.size + 1 + bytes.count)
-    let bound = withUnsafePointer(to: &socketAddress) {
-      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
-    }
-    guard bound == 0, mountsup_enable_passcred(fd) == 0 else {
-      let error = RuntimeError("bind \(address)")
-      close(fd)
-      throw error
-    }
+    try system(.descriptors, "SO_PASSCRED on \(address)") { mountsup_enable_passcred(fd.raw) }
   }
 
   /// Reads every pending datagram; keeps those sent by a process of the worker's session.
@@ -41,8 +36,11 @@ struct WorkerNotifySocket {
     var buffer = [UInt8](repeating: 0, count: 4096)
     while true {
       var sender: pid_t = 0
-      let got = mountsup_recv_with_pid(fd, &buffer, buffer.count, &sender)
-      guard got >= 0 else { break }
+      let got = mountsup_recv_with_pid(fd.raw, &buffer, buffer.count, &sender)
+      guard got >= 0 else {
+        if errno == EINTR { continue }
+        break
+      }
       guard sender == worker || mountsup_session_of(sender) == worker else { continue }
       messages.append(Array(buffer.prefix(min(got, buffer.count))))
     }

@@ -6,11 +6,14 @@
 #include <sys/types.h>
 #include <sys/epoll.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/statfs.h>
 #include <sys/timerfd.h>
 #include <sys/un.h>
 #include <sys/xattr.h>
+
+#include "CLinuxMounts.h"
 
 /// What a worker is started with. Every fd of the parent above 2 is closed in the child except
 /// `notify_fd`, which becomes fd 3.
@@ -26,6 +29,9 @@ typedef struct {
   const gid_t *groups;
   size_t group_count;
   int death_signal;          ///< sent to the child when the spawning thread exits
+  int set_nofile;            ///< non-zero: the child gets RLIMIT_NOFILE `nofile` (the soft limit
+                             ///< the supervisor inherited, before it raised its own)
+  struct rlimit nofile;
 } mountsup_spawn_request;
 
 /// Starts a process in its own session. Returns 0 with `*pid` and `*pidfd` set, or an errno

@@ -1,0 +1,154 @@
+import CLinuxSupport
+import Glibc
+import MountConfig
+import MountCore
+
+/// Everything needed to exec a worker, resolved before the fork so that the child only makes
+/// async-signal-safe calls.
+struct LaunchPlan {
+  var executable: String
+  var arguments: [String]
+  var environment: [String]
+  var credentials: (uid: uid_t, gid: gid_t, groups: [gid_t])?
+  /// The descriptor limit the worker gets: the soft limit the supervisor inherited.
+  var descriptorLimit: rlimit?
+
+  /// Environment variables of the supervisor that must not leak into workers: the service
+  /// manager's sockets belong to the supervisor alone.
+  static let withheld: Set<String> = [
+    "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID",
+    "JOURNAL_STREAM", "MOUNTSUP_NOTIFY_FD", "MOUNTSUP_NAME", "MOUNTSUP_MOUNTPOINT",
+  ]
+
+  /// - Parameter notifySocket: mode `notify`: the worker's own `NOTIFY_SOCKET` address.
+  init(
+    spec: MountSpec, inherited: [String: String], searchPath: [String], notifySocket: String? = nil
+  ) throws(RuntimeError) {
+    guard let command = spec.command.first else {
+      throw RuntimeError(.executableNotFound, "the command is empty")
+    }
+    executable = try Self.resolve(command, searchPath: searchPath)
+    arguments = spec.command
+    var variables = inherited.filter { !Self.withheld.contains($0.key) }
+    if let user = spec.user {
+      guard let account = Accounts.user(user) else {
+        throw RuntimeError(.unknownAccount, "user \"\(user)\" does not exist")
+      }
+      var gid = account.gid
+      if let group = spec.group {
+        guard let groupID = Accounts.groupID(of: group) else {
+          throw RuntimeError(.unknownAccount, "group \"\(group)\" does not exist")
+        }
+        gid = groupID
+      }
+      credentials = (account.uid, gid, Accounts.groups(ofUser: user, primary: gid))
+      variables["USER"] = user
+      variables["LOGNAME"] = user
+      variables["HOME"] = account.home
+    } else if let group = spec.group {
+      guard let groupID = Accounts.groupID(of: group) else {
+        throw RuntimeError(.unknownAccount, "group \"\(group)\" does not exist")
+      }
+      credentials = (getuid(), groupID, [groupID])
+    }
+    variables["MOUNTSUP_NOTIFY_FD"] = "3"
+    variables["MOUNTSUP_NAME"] = spec.name
+    variables["MOUNTSUP_MOUNTPOINT"] = spec.mountpoint
+    if let notifySocket { variables["NOTIFY_SOCKET"] = notifySocket }
+    for (key, value) in spec.environment { variables[key] = value }
+    environment = variables.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+  }
+
+  /// `command` itself when it holds a slash; otherwise the first executable of that name on
+  /// the search path.
+  static func resolve(_ command: String, searchPath: [String]) throws(RuntimeError) -> String {
+    if command.contains("/") {
+      guard access(command, X_OK) == 0 else {
+        throw RuntimeError(.executableNotFound, "cannot execute \(command)", errno: errno)
+      }
+      return command
+    }
+    for directory in searchPath where !directory.isEmpty {
+      let candidate = directory + "/" + command
+      var info = stat()
+      if stat(candidate, &info) == 0, info.st_mode & S_IFMT == S_IFREG, access(candidate, X_OK) == 0
+      {
+        return candidate
+      }
+    }
+    throw RuntimeError(
+      .executableNotFound,
+      "command \"\(command)\" not found (searched \(searchPath.joined(separator: ":"))); "
+        + "install it or give its absolute path in `command`")
+  }
+
+  /// Forks and execs the worker with `notify` as fd 3 and `output` as stdout and stderr; returns
+  /// its pid and a pidfd for it.
+  func launch(notify: Descriptor?, output: Descriptor) throws(RuntimeError) -> (
+    pid: pid_t, pidfd: Descriptor
+  ) {
+    let argv = arguments.map { strdup($0) } + [nil]
+    let envp = environment.map { strdup($0) } + [nil]
+    defer {
+      for pointer in argv + envp { free(pointer) }
+    }
+    var pid: pid_t = 0
+    var pidfd: Int32 = -1
+    var step: UnsafePointer<CChar>? = nil
+    let groups = credentials?.groups ?? []
+    let code = executable.withCString { path in
+      argv.withUnsafeBufferPointer { argvBuffer in
+        envp.withUnsafeBufferPointer { envpBuffer in
+          groups.withUnsafeBufferPointer { groupBuffer in
+            var request = mountsup_spawn_request()
+            request.path = path
+            request.argv = argvBuffer.baseAddress
+            request.envp = envpBuffer.baseAddress
+            request.notify_fd = notify?.raw ?? -1
+            request.output_fd = output.raw
+            request.switch_ids = credentials == nil ? 0 : 1
+            request.uid = credentials?.uid ?? 0
+            request.gid = credentials?.gid ?? 0
+            request.groups = groupBuffer.baseAddress
+            request.group_count = groupBuffer.count
+            request.death_signal = SIGTERM
+            if let descriptorLimit {
+              request.set_nofile = 1
+              request.nofile = descriptorLimit
+            }
+            return mountsup_spawn(&request, &pid, &pidfd, &step)
+          }
+        }
+      }
+    }
+    guard code == 0 else {
+      let what = step.map { String(cString: $0) } ?? "spawn"
+      throw RuntimeError(.spawn, "cannot start \(executable): \(what) failed", errno: code)
+    }
+    return (pid, Descriptor(pidfd))
+  }
+}
+
+/// Runs a helper such as `fusermount3` to completion (it returns in milliseconds); its output
+/// goes to `/dev/null`. Returns its exit status, or nil if it could not run.
+func runHelper(_ arguments: [String]) -> ExitStatus? {
+  guard
+    let plan = try? LaunchPlan(
+      spec: MountSpec(name: "helper", mountpoint: "/", command: arguments),
+      inherited: [:], searchPath: LaunchPlan.defaultSearchPath)
+  else { return nil }
+  var helper = plan
+  helper.environment = ["PATH=\(LaunchPlan.defaultSearchPath.joined(separator: ":"))"]
+  let devnull = open("/dev/null", O_WRONLY | O_CLOEXEC)
+  guard devnull >= 0, let (pid, _) = try? helper.launch(notify: nil, output: Descriptor(devnull))
+  else { return nil }
+  var status: Int32 = 0
+  retryingOnInterrupt { waitpid(pid, &status, 0) }
+  return status & 0x7f == 0 ? .exited((status >> 8) & 0xff) : .signaled(status & 0x7f)
+}
+
+extension LaunchPlan {
+  static let defaultSearchPath = [
+    "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin",
+  ]
+}
