@@ -209,8 +209,13 @@ class Daemon:
     substituted by the daemon. The daemon starts with soft RLIMIT_NOFILE `nofile` (hard limit
     unchanged): it is expected to raise its own limit."""
 
-    def __init__(self, daemon_path, sandbox, mounts, nofile=1024):
+    def __init__(self, daemon_path, sandbox, mounts, nofile=1024, log_tail_bytes=None):
         self.daemon_path = daemon_path
+        # With log_tail_bytes, the daemon's output (which carries every line its workers print)
+        # goes through `tail -c` and only its end reaches the log file: a spewing worker would
+        # otherwise write gigabytes. The file is then written when the daemon exits.
+        self.log_tail_bytes = log_tail_bytes
+        self.tail_process = None
         self.sandbox = sandbox
         self.nofile = nofile
         self.config = sandbox.path("mounts.toml")
@@ -241,7 +246,14 @@ class Daemon:
 
     def start(self):
         environment = dict(os.environ, NOTIFY_SOCKET=self.sandbox.path("notify.sock"))
-        log_file = open(self.log_path, "wb")
+        if self.log_tail_bytes:
+            with open(self.log_path, "wb") as log_file:
+                self.tail_process = subprocess.Popen(
+                    ["tail", "-c", str(self.log_tail_bytes)], stdin=subprocess.PIPE,
+                    stdout=log_file, start_new_session=True)
+            log_file = self.tail_process.stdin
+        else:
+            log_file = open(self.log_path, "wb")
         # The soft limit is lowered in this process around the spawn rather than in a
         # preexec_fn: a preexec_fn makes Python fork() instead of vfork(), which costs ~1.8 ms
         # here and would be charged to the daemon's time to READY.
@@ -284,6 +296,11 @@ class Daemon:
                     self.last_status = line[7:].decode(errors="replace")
 
     def failure(self, what):
+        if self.tail_process and self.process.poll() is not None:
+            try:
+                self.tail_process.wait(5)  # the log is complete once the daemon has exited
+            except subprocess.TimeoutExpired:
+                pass
         return BenchFailure(f"{what}\n{first_problems(self.log_path)}"
                             f"  mountsupd output (last lines of {self.log_path}):\n"
                             f"{tail(self.log_path)}")
@@ -396,6 +413,13 @@ class Daemon:
         if self.pidfd is not None:
             os.close(self.pidfd)
             self.pidfd = None
+        if self.tail_process:
+            try:
+                self.tail_process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.tail_process.kill()
+                self.tail_process.wait()
+            self.tail_process = None
         if self._drainer:
             os.write(self._quit_w, b"q")
             self._drainer.join()
