@@ -23,7 +23,7 @@ import os
 import sys
 import time
 
-from benchlib import (BenchFailure, Daemon, Interrupted, Launcher, Sandbox, cleanup_all,
+from benchlib import (BenchFailure, Daemon, Interrupted, Launcher, Sandbox, cleanup_all, clip,
                       install_signal_handlers, log, median, mounts_under, processes_naming)
 
 TARGET_RATIO = 1.25          # time to READY at 100 and 1000 mounts, mountsupd / launcher
@@ -310,7 +310,7 @@ def scale(arguments):
     def progress(daemon, elapsed):
         try:
             state = (f"mountsupd CPU {daemon.cpu_seconds():.1f} s, RSS {daemon.rss_kib() / 1024:.0f} "
-                     f"MiB, last STATUS {daemon.last_status!r}")
+                     f"MiB, last STATUS {clip(daemon.last_status, 120)!r}")
         except OSError:
             state = "mountsupd gone"
         log(f"  … {elapsed:.0f} s: {len(mounts_under(daemon.sandbox.root, True))} FUSE mounts; {state}")

@@ -192,6 +192,12 @@ def first_problems(path, count=3, width=300):
     return "  its first warnings:\n" + "\n".join("    | " + line for line in found) + "\n"
 
 
+def clip(text, width=240):
+    if text is None:
+        return None
+    return text if len(text) <= width else text[:width] + "…"
+
+
 def exit_text(status):
     if status is None:
         return "running"
@@ -302,7 +308,7 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 pass
         return BenchFailure(f"{what}\n{first_problems(self.log_path)}"
-                            f"  mountsupd output (last lines of {self.log_path}):\n"
+                            "  mountsupd output, last lines:\n"
                             f"{tail(self.log_path)}")
 
     def wait_ready(self, timeout, progress=None):
@@ -319,7 +325,7 @@ class Daemon:
                 raise self.failure(
                     f"no READY within {timeout:.0f} s ({len(mounts_under(self.sandbox.root, True))} "
                     f"FUSE mounts in the mount table, daemon {exit_text(self.process.poll())}, "
-                    f"its last STATUS: {self.last_status!r})")
+                    f"its last STATUS: {clip(self.last_status)!r})")
             wait = min(deadline, next_progress if progress else deadline) - now
             events = poller.poll(wait * 1000)
             if self.ready_ns is not None:
@@ -333,7 +339,7 @@ class Daemon:
                 raise self.failure(
                     f"mountsupd exited ({exit_text(status)}) "
                     f"{(time.monotonic_ns() - self.started_ns) / 1e9:.1f} s after the start, "
-                    f"before READY (its last STATUS: {self.last_status!r})")
+                    f"before READY (its last STATUS: {clip(self.last_status)!r})")
             if progress and time.monotonic() >= next_progress:
                 progress(self, (time.monotonic_ns() - self.started_ns) / 1e9)
                 next_progress = time.monotonic() + 5
