@@ -118,8 +118,10 @@ class RssSampler(threading.Thread):
         # "Bounded": no more than 64 MiB over its size at the start of the run, and not still
         # climbing at the end (the last sample within 10% of the maximum is fine either way).
         grown = highest - first
+        middle = self.samples[len(self.samples) // 2]
+        rising = " (still rising at the end)" if last > middle * 1.1 + 1024 else ""
         record(f"{label}: daemon RSS (MiB, {len(self.samples)} samples) first / max / last",
-               f"{first / 1024:.1f} / {highest / 1024:.1f} / {last / 1024:.1f}",
+               f"{first / 1024:.1f} / {highest / 1024:.1f} / {last / 1024:.1f}{rising}",
                grown <= 64 * 1024)
 
 

@@ -87,8 +87,9 @@ static void fail(const char *format, ...) {
 }
 
 static void die(const char *what) {
-  fprintf(stderr, "launcher: %s: %s\n", what, strerror(errno));
-  printf("error=%s: %s\n", what, strerror(errno));
+  const char *reason = strerror(errno);
+  fprintf(stderr, "launcher: %s: %s\n", what, reason);
+  printf("error=%s: %s\n", what, reason);
   exit(1);
 }
 
@@ -331,7 +332,11 @@ int main(int argc, char **argv) {
     return 2;
   }
   int64_t started = now_ns();
-  const char *worker_path = argv[1], *root = argv[2];
+  // Absolute paths: the workers start in / (as under mountsupd).
+  char *worker_path = realpath(argv[1], NULL);
+  if (!worker_path) die(argv[1]);
+  char *root = realpath(argv[2], NULL);
+  if (!root) die(argv[2]);
   count = strtol(argv[3], NULL, 10);
   if (count <= 0) {
     fprintf(stderr, "launcher: N must be positive\n");
@@ -403,7 +408,7 @@ int main(int argc, char **argv) {
   int extra = argc - 4;
   char **arguments = calloc((size_t)extra + 3, sizeof *arguments);
   if (!arguments) die("calloc");
-  arguments[0] = (char *)worker_path;
+  arguments[0] = worker_path;
   for (int i = 0; i < extra; i++) arguments[i + 1] = argv[4 + i];
 
   for (long i = 0; i < count; i++) {
