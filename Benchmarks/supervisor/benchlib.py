@@ -175,21 +175,32 @@ def tail(path, lines=15, width=300):
 
 
 def first_problems(path, count=3, width=300):
-    """The first lines of a log at WARNING or above, where the cause usually is."""
-    found = []
+    """The first lines of a log at WARNING or above, and the head of a crash report (the
+    Swift runtime's backtrace), where the cause usually is."""
+    found, crash, crash_left = [], [], 0
     try:
         with open(path, "rb") as log_file:
             for raw in log_file:
                 line = raw.decode(errors="replace").rstrip("\n")
-                if line.split(" ", 1)[0] in ("WARNING", "ERROR", "CRITICAL"):
-                    found.append(line if len(line) <= width else line[:width] + "…")
-                    if len(found) == count:
-                        break
+                short = line if len(line) <= width else line[:width] + "…"
+                if crash_left > 0:
+                    if line.strip():
+                        crash.append(short)
+                        crash_left -= 1
+                elif not crash and ("crashed" in line.lower() or "fatal error" in line.lower()):
+                    crash.append(short)
+                    crash_left = 8
+                elif len(found) < count and line.split(" ", 1)[0] in ("WARNING", "ERROR",
+                                                                      "CRITICAL"):
+                    found.append(short)
     except OSError:
         return ""
-    if not found:
-        return ""
-    return "  its first warnings:\n" + "\n".join("    | " + line for line in found) + "\n"
+    text = ""
+    if found:
+        text += "  its first warnings:\n" + "\n".join("    | " + line for line in found) + "\n"
+    if crash:
+        text += "  its crash report begins:\n" + "\n".join("    | " + line for line in crash) + "\n"
+    return text
 
 
 def clip(text, width=240):
