@@ -1,158 +1,352 @@
-"""Measures mountsupd against starting the same FUSE workers by hand.
+"""Measures mountsupd against the C launcher (launcher.c), "the physical limit" of starting the
+same FUSE workers under the same worker protocol without a supervisor.
 
-Each figure is taken in the same run as its baseline; results are medians of several rounds.
-Every mount and process this script makes is removed on every path (try/finally).
+For every N of --counts, --rounds rounds alternate a launcher round and a mountsupd round in one
+run; the figures are medians. Per N: time to READY of both, their ratio, mountsupd's CPU time
+(utime+stime at READY) per mount, and the stop time of both (launcher: unmount everything and
+wait for every worker; mountsupd: SIGTERM until the process has exited), next to the targets.
+Then the wake-ups of an idle mountsupd with 100 mounts (--idle SECONDS). --scale N instead makes
+one run of N mounts under the launcher and under mountsupd and reports whether and when READY
+came.
+
+Time to READY is measured from the spawn of the process (launcher or daemon) in this script:
+for mountsupd until READY=1 arrives on the NOTIFY_SOCKET this script binds; for the launcher
+until the moment it has seen every worker's READY and mount (it reports that CLOCK_MONOTONIC
+instant). mountsupd starts with the soft RLIMIT_NOFILE --nofile (1024, a daemon started by
+hand); it is expected to raise its own limit. A daemon that dies or times out is reported with
+its output's tail; the benchmark goes on.
+
+Every mount and process this script makes is removed on every path, Ctrl-C included.
 """
+import argparse
 import os
-import select
-import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 
-BIN = sys.argv[1]
-WORKER = os.path.join(BIN, "mountsup-testworker")
-DAEMON = os.path.join(BIN, "mountsupd")
-ROUNDS = 5
+from benchlib import (BenchFailure, Daemon, Interrupted, Launcher, Sandbox, cleanup_all, clip,
+                      install_signal_handlers, log, median, mounts_under, processes_naming)
+
+TARGET_RATIO = 1.25          # time to READY at 100 and 1000 mounts, mountsupd / launcher
+TARGET_OVER_AT_ONE = 5.0     # ms over the launcher at 1 mount
+TARGET_CPU_PER_MOUNT = 0.3   # ms of daemon CPU per mount to READY, at 100 and 1000
+TARGET_CPU_FLAT = 1.25       # "flat from 100 to 1000": per-mount CPU at 1000 ≤ 1.25 × at 100
+TARGET_STOP_RATIO = 1.5      # stop time, mountsupd / launcher
 
 
-def fuse_mounts_under(root):
-    with open("/proc/self/mountinfo") as table:
-        return [line.split()[4] for line in table if line.split(" - ")[1].startswith("fuse") and line.split()[4].startswith(root + "/")]
+def parse_arguments():
+    parser = argparse.ArgumentParser(
+        prog="Benchmarks/supervisor/run.sh",
+        description="mountsupd against the C launcher: time to READY, CPU, stop, idle wake-ups.")
+    parser.add_argument("bin", help="the release build directory (swift build --show-bin-path)")
+    parser.add_argument("launcher", help="the compiled launcher.c")
+    parser.add_argument("--counts", default="1,10,100,1000",
+                        help="mount counts, comma-separated (default 1,10,100,1000)")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds per count (default 5)")
+    parser.add_argument("--idle", type=float, default=60,
+                        help="seconds of the idle measurement at --idle-mounts mounts; 0 skips it "
+                             "(default 60)")
+    parser.add_argument("--idle-mounts", type=int, default=100, help="(default 100)")
+    parser.add_argument("--scale", type=int, metavar="N",
+                        help="instead of the table: one run of N mounts (e.g. 5000) under the "
+                             "launcher and under mountsupd")
+    parser.add_argument("--timeout", type=float,
+                        help="seconds to wait for READY (default max(30, 0.06 s × N), with "
+                             "--scale max(120, 0.06 s × N))")
+    parser.add_argument("--nofile", type=int, default=1024,
+                        help="mountsupd's soft RLIMIT_NOFILE at its start (default 1024)")
+    arguments = parser.parse_args()
+    arguments.counts = [int(c) for c in arguments.counts.split(",") if c.strip()]
+    if arguments.rounds < 1 or any(c < 1 for c in arguments.counts):
+        parser.error("counts and rounds must be positive")
+    arguments.worker = os.path.join(arguments.bin, "mountsup-testworker")
+    arguments.daemon = os.path.join(arguments.bin, "mountsupd")
+    for path in (arguments.worker, arguments.daemon, arguments.launcher):
+        if not os.access(path, os.X_OK):
+            parser.error(f"{path} is missing (build it first)")
+    if os.geteuid() != 0:
+        parser.error("run as root: the workers mount FUSE filesystems")
+    return arguments
 
 
-def wait_for_mounts(root, count, deadline=60):
-    """Waits on mountinfo's POLLPRI (no busy polling) until `count` FUSE mounts are under root."""
-    end = time.monotonic() + deadline
-    with open("/proc/self/mountinfo") as watched:
-        poller = select.poll()
-        poller.register(watched, select.POLLPRI | select.POLLERR)
-        while len(fuse_mounts_under(root)) < count:
-            watched.seek(0)
-            watched.read()
-            if len(fuse_mounts_under(root)) >= count:
-                break
-            if time.monotonic() > end:
-                raise RuntimeError(f"only {len(fuse_mounts_under(root))} of {count} mounts appeared")
-            poller.poll(1000)
+def ready_timeout(arguments, count, scale=False):
+    if arguments.timeout:
+        return arguments.timeout
+    return max(120 if scale else 30, 0.06 * count)
 
 
-def detach_all(root):
-    for mountpoint in reversed(fuse_mounts_under(root)):
-        subprocess.run(["umount", "-l", mountpoint], stderr=subprocess.DEVNULL)
+def stop_timeout(count):
+    return max(30, 0.05 * count)
 
 
-def direct(count):
-    root = tempfile.mkdtemp(prefix="mountsup-bench-")
-    workers = []
+def test_mounts(worker, count):
+    return [(f"m{index}", [worker, "{mountpoint}"], None) for index in range(count)]
+
+
+def launcher_round(arguments, count, timeout):
+    sandbox = Sandbox("bench")
+    launcher = None
     try:
-        for index in range(count):
-            os.makedirs(f"{root}/m{index}")
-        start = time.monotonic()
-        for index in range(count):
-            workers.append(subprocess.Popen([WORKER, f"{root}/m{index}"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        wait_for_mounts(root, count)
-        return time.monotonic() - start
+        launcher = Launcher(arguments.launcher, arguments.worker, sandbox, count)
+        ready_ms, own_ms = launcher.wait_ready(timeout)
+        stop_ms = launcher.stop(stop_timeout(count) + 70)
+        return {"ready": ready_ms, "own": own_ms, "stop": stop_ms}
     finally:
-        for worker in workers:
-            worker.terminate()
-        for worker in workers:
-            worker.wait()
-        detach_all(root)
-        subprocess.run(["rm", "-rf", root])
+        if launcher:
+            launcher.close()
+        sandbox.cleanup()
 
 
-class Supervised:
-    """mountsupd with a NOTIFY_SOCKET receiver, for `count` test-worker mounts."""
+def daemon_round(arguments, count, timeout, progress=None, keep=None):
+    """One start and stop of mountsupd with `count` test-worker mounts. keep(daemon) runs while
+    it is ready, before the stop (the idle measurement)."""
+    sandbox = Sandbox("bench")
+    daemon = Daemon(arguments.daemon, sandbox, test_mounts(arguments.worker, count),
+                    arguments.nofile)
+    try:
+        daemon.start()
+        ready = daemon.wait_ready(timeout, progress)
+        result = {"ready": ready * 1000, "cpu": daemon.cpu_seconds() * 1000,
+                  "rss": daemon.rss_kib(), "threads": daemon.threads(), "notes": []}
+        mounted = len(mounts_under(sandbox.root, fuse_only=True))
+        if mounted != count:
+            result["notes"].append(f"{mounted} of {count} FUSE mounts in the table at READY")
+        if keep:
+            keep(daemon, result)
+        result["stop"] = daemon.stop(stop_timeout(count)) * 1000
+        left_mounts = mounts_under(sandbox.root, fuse_only=True)
+        left_processes = processes_naming(sandbox.root)
+        if left_mounts or left_processes:
+            result["notes"].append(f"after the stop: {len(left_mounts)} FUSE mounts and "
+                                   f"{len(left_processes)} workers were left")
+        return result
+    finally:
+        daemon.close()
+        sandbox.cleanup()
 
-    def __init__(self, count):
-        self.root = tempfile.mkdtemp(prefix="mountsup-bench-")
-        self.count = count
-        with open(f"{self.root}/mounts.toml", "w") as config:
-            config.write(f'[supervisor]\ncontrol_socket = "{self.root}/control.sock"\n')
-            for index in range(count):
-                config.write(f'[mounts.m{index}]\nmountpoint = "{self.root}/m{index}"\ncommand = ["{WORKER}", "{{mountpoint}}"]\n')
-        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.notify.bind(f"{self.root}/notify.sock")
-        self.process = None
 
-    def start_until_ready(self):
-        environment = dict(os.environ, NOTIFY_SOCKET=f"{self.root}/notify.sock")
-        start = time.monotonic()
-        self.process = subprocess.Popen([DAEMON, "--config", f"{self.root}/mounts.toml"], env=environment, stderr=subprocess.DEVNULL)
-        self.notify.settimeout(60)
-        while b"READY=1" not in self.notify.recv(65536):
-            pass
-        return time.monotonic() - start
+def plural(count):
+    return f"{count} mount" + ("" if count == 1 else "s")
 
-    def status(self, key):
-        with open(f"/proc/{self.process.pid}/status") as status:
-            for line in status:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1])
-        return 0
 
-    def context_switches(self):
-        total = 0
-        for task in os.listdir(f"/proc/{self.process.pid}/task"):
-            with open(f"/proc/{self.process.pid}/task/{task}/status") as status:
-                for line in status:
-                    if "ctxt_switches" in line:
-                        total += int(line.split()[1])
-        return total
+def verdict(ok):
+    return "PASS" if ok else "FAIL"
 
-    def cpu_seconds(self):
-        with open(f"/proc/{self.process.pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    def close(self):
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+def fmt(value, digits=1):
+    return "—" if value is None else f"{value:.{digits}f}"
+
+
+def table(arguments):
+    print(f"mountsupd against the C launcher (the physical limit): medians of {arguments.rounds} "
+          f"interleaved rounds; mountsupd starts with soft RLIMIT_NOFILE {arguments.nofile}\n")
+    header = (f"{'mounts':>6} | {'launcher':>9} {'mountsupd':>10} {'ratio':>6}  {'target':<22}|"
+              f" {'CPU/mount':>9}  {'target':<14}| {'stop L':>8} {'stop D':>8} {'ratio':>6}"
+              f"  {'target':<11}")
+    print(header)
+    print(f"{'':>6} | {'ms':>9} {'ms':>10} {'':>6}  {'':<22}| {'ms':>9}  {'':<14}|"
+          f" {'ms':>8} {'ms':>8}")
+    print("-" * len(header))
+    results = {}
+    for count in arguments.counts:
+        timeout = ready_timeout(arguments, count)
+        launched, supervised, failure, launcher_failure = [], [], None, None
+        for round_index in range(arguments.rounds):
             try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        detach_all(self.root)
-        self.notify.close()
-        subprocess.run(["rm", "-rf", self.root])
+                launched.append(launcher_round(arguments, count, timeout))
+            except BenchFailure as error:
+                launcher_failure = str(error)
+                break
+            try:
+                supervised.append(daemon_round(arguments, count, timeout))
+            except BenchFailure as error:
+                failure = f"round {round_index + 1}: {error}"
+                break
+            log(f"  N={count} round {round_index + 1}/{arguments.rounds}: launcher "
+                f"{launched[-1]['ready']:.1f} ms (its own clock {launched[-1]['own']:.1f}), stop "
+                f"{launched[-1]['stop']:.1f} ms; mountsupd {supervised[-1]['ready']:.1f} ms, CPU "
+                f"{supervised[-1]['cpu']:.0f} ms, stop {supervised[-1]['stop']:.1f} ms"
+                + "".join(f"; {note}" for note in supervised[-1]["notes"]))
+        row = {
+            "launcher": median([r["ready"] for r in launched]),
+            "launcher_stop": median([r["stop"] for r in launched]),
+            "daemon": median([r["ready"] for r in supervised]) if not failure else None,
+            "daemon_stop": median([r["stop"] for r in supervised]) if not failure else None,
+            "cpu": median([r["cpu"] for r in supervised]) if not failure else None,
+            "failure": failure, "launcher_failure": launcher_failure,
+            "notes": sorted({note for r in supervised for note in r["notes"]}),
+        }
+        results[count] = row
+        print_row(count, row)
+    return results
 
 
-def median(values):
-    values = sorted(values)
-    return values[len(values) // 2]
+def ready_target(count, row):
+    if row["daemon"] is None or row["launcher"] is None:
+        if count == 1:
+            return "≤ +5 ms", None
+        if count in (100, 1000):
+            return "≤ 1.25", None
+        return "", None
+    if count == 1:
+        over = row["daemon"] - row["launcher"]
+        return f"+{over:.1f} ≤ +{TARGET_OVER_AT_ONE:.0f} ms", over <= TARGET_OVER_AT_ONE
+    if count in (100, 1000):
+        return f"≤ {TARGET_RATIO}", row["daemon"] / row["launcher"] <= TARGET_RATIO
+    return "", None
+
+
+def print_row(count, row):
+    ratio = (row["daemon"] / row["launcher"]) if row["daemon"] and row["launcher"] else None
+    target, ok = ready_target(count, row)
+    target_text = f"{target} {verdict(ok)}" if ok is not None else (f"{target} —" if target else "")
+    cpu = row["cpu"] / count if row["cpu"] is not None else None
+    cpu_target = ""
+    if count >= 100 and cpu is not None:
+        cpu_target = f"≤ {TARGET_CPU_PER_MOUNT} {verdict(cpu <= TARGET_CPU_PER_MOUNT)}"
+    elif count >= 100:
+        cpu_target = f"≤ {TARGET_CPU_PER_MOUNT} —"
+    stop_ratio = (row["daemon_stop"] / row["launcher_stop"]
+                  if row["daemon_stop"] is not None and row["launcher_stop"] else None)
+    stop_target = (f"≤ {TARGET_STOP_RATIO} {verdict(stop_ratio <= TARGET_STOP_RATIO)}"
+                   if stop_ratio is not None else f"≤ {TARGET_STOP_RATIO} —")
+    daemon_text = fmt(row["daemon"]) if not row["failure"] else "FAILED"
+    print(f"{count:>6} | {fmt(row['launcher']):>9} {daemon_text:>10} {fmt(ratio, 2):>6}  "
+          f"{target_text:<22}| {fmt(cpu, 3):>9}  {cpu_target:<14}| "
+          f"{fmt(row['launcher_stop']):>8} {fmt(row['daemon_stop']):>8} {fmt(stop_ratio, 2):>6}"
+          f"  {stop_target:<11}", flush=True)
+    for note in row["notes"]:
+        print(f"{'':>6}   note: {note}")
+    if row["launcher_failure"]:
+        print(f"{'':>6}   the launcher failed, no comparison: {row['launcher_failure']}")
+    if row["failure"]:
+        print(f"{'':>6}   mountsupd FAILED at {count} mounts, {row['failure']}", flush=True)
+
+
+def summary(results):
+    print("\ntargets:")
+    lines = []
+
+    def add(text, value, ok):
+        lines.append(f"  {text:<58} {value:<28} {'n/a' if ok is None else verdict(ok)}")
+
+    if 1 in results:
+        row = results[1]
+        if row["daemon"] is not None and row["launcher"] is not None:
+            over = row["daemon"] - row["launcher"]
+            add("1 mount: at most 5 ms over the launcher", f"+{over:.1f} ms", over <= TARGET_OVER_AT_ONE)
+        else:
+            add("1 mount: at most 5 ms over the launcher", "mountsupd failed", False)
+    for count in (100, 1000):
+        if count not in results:
+            continue
+        row = results[count]
+        if row["daemon"] is not None and row["launcher"]:
+            ratio = row["daemon"] / row["launcher"]
+            add(f"{count} mounts: time to READY ≤ {TARGET_RATIO}× the launcher", f"{ratio:.2f}×",
+                ratio <= TARGET_RATIO)
+            cpu = row["cpu"] / count
+            add(f"{count} mounts: CPU ≤ {TARGET_CPU_PER_MOUNT} ms per mount", f"{cpu:.3f} ms",
+                cpu <= TARGET_CPU_PER_MOUNT)
+        else:
+            add(f"{count} mounts: time to READY ≤ {TARGET_RATIO}× the launcher", "mountsupd failed",
+                False)
+            add(f"{count} mounts: CPU ≤ {TARGET_CPU_PER_MOUNT} ms per mount", "mountsupd failed", False)
+    if 100 in results and 1000 in results:
+        low, high = results[100]["cpu"], results[1000]["cpu"]
+        if low is not None and high is not None:
+            growth = (high / 1000) / (low / 100)
+            add(f"CPU per mount flat from 100 to 1000 (≤ {TARGET_CPU_FLAT}×)", f"{growth:.2f}×",
+                growth <= TARGET_CPU_FLAT)
+        else:
+            add(f"CPU per mount flat from 100 to 1000 (≤ {TARGET_CPU_FLAT}×)", "mountsupd failed", False)
+    for count, row in results.items():
+        if row["daemon_stop"] is not None and row["launcher_stop"]:
+            ratio = row["daemon_stop"] / row["launcher_stop"]
+            add(f"{plural(count)}: stop ≤ {TARGET_STOP_RATIO}× the launcher", f"{ratio:.2f}×",
+                ratio <= TARGET_STOP_RATIO)
+        else:
+            add(f"{plural(count)}: stop ≤ {TARGET_STOP_RATIO}× the launcher", "mountsupd failed", False)
+    print("\n".join(lines))
+
+
+def idle(arguments):
+    count, seconds = arguments.idle_mounts, arguments.idle
+
+    def measure(daemon, result):
+        cpu_before = daemon.cpu_seconds()
+        before = daemon.context_switches()
+        time.sleep(seconds)  # the measurement itself: how often an idle supervisor wakes
+        result["wakeups"] = daemon.context_switches() - before
+        result["idle_cpu"] = (daemon.cpu_seconds() - cpu_before) * 1000
+        result["rss_after"] = daemon.rss_kib()
+
+    print(f"\nidle: mountsupd with {count} ready mounts, {seconds:g} s")
+    try:
+        result = daemon_round(arguments, count, ready_timeout(arguments, count), keep=measure)
+    except BenchFailure as error:
+        print(f"  mountsupd FAILED: {error}")
+        return
+    print(f"  wake-ups (context switches of all {result['threads']} threads): {result['wakeups']} "
+          f"({result['wakeups'] / seconds:.2f}/s; the design: none when nothing happens)")
+    print(f"  CPU while idle {result['idle_cpu']:.0f} ms; CPU to READY {result['cpu']:.0f} ms; "
+          f"RSS {result['rss'] / 1024:.1f} MiB at READY, {result['rss_after'] / 1024:.1f} MiB after")
+
+
+def scale(arguments):
+    count = arguments.scale
+    timeout = ready_timeout(arguments, count, scale=True)
+    print(f"scale: {count} mounts, READY awaited up to {timeout:.0f} s; mountsupd starts with soft "
+          f"RLIMIT_NOFILE {arguments.nofile}")
+    try:
+        launched = launcher_round(arguments, count, timeout)
+        print(f"  launcher:  all {count} ready after {launched['ready']:.0f} ms, stopped in "
+              f"{launched['stop']:.0f} ms", flush=True)
+    except BenchFailure as error:
+        launched = None
+        print(f"  launcher FAILED: {error}", flush=True)
+
+    started = time.monotonic()
+
+    def progress(daemon, elapsed):
+        try:
+            state = (f"mountsupd CPU {daemon.cpu_seconds():.1f} s, RSS {daemon.rss_kib() / 1024:.0f} "
+                     f"MiB, last STATUS {clip(daemon.last_status, 120)!r}")
+        except OSError:
+            state = "mountsupd gone"
+        log(f"  … {elapsed:.0f} s: {len(mounts_under(daemon.sandbox.root, True))} FUSE mounts; {state}")
+
+    try:
+        result = daemon_round(arguments, count, timeout, progress=progress)
+    except BenchFailure as error:
+        print(f"  mountsupd FAILED after {time.monotonic() - started:.1f} s: {error}")
+        return
+    ratio = f" ({result['ready'] / launched['ready']:.2f}× the launcher)" if launched else ""
+    print(f"  mountsupd: READY after {result['ready']:.0f} ms{ratio}, CPU {result['cpu']:.0f} ms "
+          f"({result['cpu'] / count:.3f} ms per mount), RSS {result['rss'] / 1024:.1f} MiB, "
+          f"stopped in {result['stop']:.0f} ms")
+    for note in result["notes"]:
+        print(f"  note: {note}")
 
 
 def main():
-    print(f"{'mounts':>6} {'direct (ms)':>12} {'mountsupd (ms)':>15} {'ratio':>7}")
-    for count in (1, 10, 100):
-        baseline, supervised = [], []
-        for _ in range(ROUNDS):
-            baseline.append(direct(count))
-            run = Supervised(count)
-            try:
-                supervised.append(run.start_until_ready())
-            finally:
-                run.close()
-        b, s = median(baseline) * 1000, median(supervised) * 1000
-        print(f"{count:>6} {b:>12.1f} {s:>15.1f} {s / b:>7.2f}")
-
-    run = Supervised(100)
+    sys.stdout.reconfigure(line_buffering=True)
+    arguments = parse_arguments()
+    install_signal_handlers()
     try:
-        run.start_until_ready()
-        rss = run.status("VmRSS")
-        cpu = run.cpu_seconds()
-        before = run.context_switches()
-        time.sleep(10)  # the measurement itself: how often an idle supervisor wakes in 10 s
-        idle = run.context_switches() - before
-        print(f"\nat 100 mounts: RSS {rss / 1024:.1f} MiB, CPU time to READY {cpu * 1000:.0f} ms, "
-              f"wake-ups over 10 idle seconds: {idle}")
+        if arguments.scale:
+            scale(arguments)
+        else:
+            results = table(arguments)
+            summary(results)
+            if arguments.idle > 0:
+                idle(arguments)
+    except Interrupted as interruption:
+        log(f"\ninterrupted ({interruption}); cleaning up")
+        return 130
     finally:
-        run.close()
+        cleanup_all()
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

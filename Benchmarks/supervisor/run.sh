@@ -1,9 +1,21 @@
 #!/usr/bin/env bash
-# Supervisor overhead: time to READY for 1, 10 and 100 test-worker mounts, beside starting the same
-# workers directly in parallel and waiting for their mounts; RSS and CPU time at 100 mounts;
-# wake-ups over 10 idle seconds. Run as root from the repository: Benchmarks/supervisor/run.sh
+# Supervisor overhead: mountsupd against launcher.c (the physical limit: the same workers started
+# in parallel under the same protocol, no supervisor), interleaved rounds, medians: time to READY,
+# CPU per mount, stop time, each next to its target; then idle wake-ups at 100 mounts.
+# Run as root from the repository (release build):
+#   Benchmarks/supervisor/run.sh [--counts 1,10,100,1000] [--rounds 5] [--idle 60] [--nofile 1024]
+#   Benchmarks/supervisor/run.sh --scale 5000 [--timeout SECONDS]
+#   Benchmarks/supervisor/run.sh --help
+# Fairness (a noisy worker, pipelining control clients): Benchmarks/supervisor/fairness.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+if [ "$(id -u)" != 0 ]; then
+  echo "run.sh: run as root (the workers mount FUSE filesystems)" >&2
+  exit 1
+fi
 swift build -c release --product mountsupd >/dev/null
 swift build -c release --product mountsup-testworker >/dev/null
-exec python3 Benchmarks/supervisor/bench.py "$(swift build -c release --show-bin-path)" "$@"
+bin="$(swift build -c release --show-bin-path)"
+mkdir -p .build/bench
+cc -O2 -Wall -o .build/bench/launcher Benchmarks/supervisor/launcher.c
+exec python3 Benchmarks/supervisor/bench.py "$bin" .build/bench/launcher "$@"

@@ -14,12 +14,21 @@
 //   --status TEXT        send STATUS=TEXT with READY
 //   --sd-notify          announce readiness with sd_notify READY=1 on $NOTIFY_SOCKET instead
 //   --linger             after the session ends, ignore SIGTERM and stay alive
+//   --ready-delay MS     answer FUSE init at once, but send READY only MS ms later (from a thread:
+//                        the mount answers requests meanwhile)
+//   --ready-marker PATH  create the file PATH right after READY has been sent
+//   --spew               once READY is sent, write numbered lines to stderr as fast as possible,
+//                        forever, from a thread (the mount keeps answering); a full pipe just
+//                        blocks that thread, a closed one ends it
+//   --spew-line-length N the length of each spewed line in bytes, newline included (default 100)
 #define _GNU_SOURCE
 #define FUSE_USE_VERSION 314
 #include <fuse3/fuse_lowlevel.h>
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -44,10 +53,15 @@ static struct {
   const char *status;
   int sd_notify;
   int linger;
-} options;
+  long ready_delay_ms;
+  const char *ready_marker;
+  int spew;
+  long spew_line_length;
+} options = {.spew_line_length = 100};
 
 static int notify_fd = -1;
 static char hello_text[512];
+static volatile int session_ended;
 
 static void notify(const char *message, size_t length) {
   if (notify_fd < 0) return;
@@ -80,6 +94,101 @@ static void sleep_ms(long ms) {
   }
 }
 
+/// Writes all of `length` bytes to `fd`, waiting while a non-blocking pipe is full. Returns 0, or
+/// -1 when the reader is gone (EPIPE) or another error ends the writing.
+static int write_all(int fd, const char *data, size_t length) {
+  while (length > 0) {
+    ssize_t written = write(fd, data, length);
+    if (written >= 0) {
+      data += written, length -= (size_t)written;
+    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      struct pollfd writable = {.fd = fd, .events = POLLOUT};
+      poll(&writable, 1, -1);
+    } else if (errno != EINTR) {
+      return -1;
+    }
+  }
+  return 0;
+}
+
+/// `--spew`: numbered lines of `spew_line_length` bytes on stderr, as fast as the reader takes
+/// them. Several lines go out per write; a blocked write blocks only this thread.
+static void *spew_lines(void *unused) {
+  (void)unused;
+  sigset_t blocked;
+  sigfillset(&blocked);
+  pthread_sigmask(SIG_BLOCK, &blocked, NULL);  // signals belong to the FUSE session's thread
+  size_t line = (size_t)options.spew_line_length;
+  size_t per_write = line >= 65536 ? 1 : 65536 / line;
+  char *buffer = malloc(line * per_write);
+  if (!buffer) return NULL;
+  unsigned long long number = 0;
+  for (;;) {
+    for (size_t i = 0; i < per_write; i++) {
+      char *start = buffer + i * line;
+      memset(start, '.', line - 1);
+      start[line - 1] = '\n';
+      char prefix[40];
+      int length = snprintf(prefix, sizeof prefix, "spew %llu ", ++number);
+      memcpy(start, prefix, (size_t)length < line - 1 ? (size_t)length : line - 1);
+    }
+    if (write_all(STDERR_FILENO, buffer, line * per_write) != 0) break;
+  }
+  free(buffer);
+  return NULL;
+}
+
+static void start_thread(void *(*body)(void *)) {
+  pthread_t thread;
+  pthread_attr_t attributes;
+  pthread_attr_init(&attributes);
+  pthread_attr_setdetachstate(&attributes, PTHREAD_CREATE_DETACHED);
+  int error = pthread_create(&thread, &attributes, body, NULL);
+  pthread_attr_destroy(&attributes);
+  if (error != 0) {
+    errno = error;
+    perror("testworker: pthread_create");
+  }
+}
+
+/// Sends READY the configured way; then the marker, the crash timer and the spew.
+static void announce_ready(void) {
+  if (!options.no_ready) {
+    if (options.sd_notify) {
+      sd_notify_ready();
+    } else if (options.s6) {
+      notify("\n", 1);
+    } else {
+      char message[600];
+      snprintf(message, sizeof message, "READY=1%s%s", options.status ? "\nSTATUS=" : "",
+               options.status ? options.status : "");
+      notify_text(message);
+    }
+    if (options.ready_marker) {
+      int fd = open(options.ready_marker, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      if (fd < 0) perror("testworker: ready marker");
+      else close(fd);
+    }
+  }
+  if (options.crash_after_ms > 0) {
+    struct itimerval timer = {.it_value = {.tv_sec = options.crash_after_ms / 1000,
+                                           .tv_usec = (options.crash_after_ms % 1000) * 1000}};
+    setitimer(ITIMER_REAL, &timer, NULL);
+  }
+  if (options.spew) start_thread(spew_lines);
+}
+
+/// `--ready-delay`: READY from a thread, so that the session loop serves requests meanwhile.
+static void *announce_ready_later(void *unused) {
+  (void)unused;
+  sigset_t blocked;
+  sigfillset(&blocked);
+  pthread_sigmask(SIG_BLOCK, &blocked, NULL);
+  sleep_ms(options.ready_delay_ms);
+  if (!session_ended) announce_ready();
+  return NULL;
+}
+
 static void worker_init(void *userdata, struct fuse_conn_info *conn) {
   (void)userdata;
   (void)conn;
@@ -92,29 +201,18 @@ static void worker_init(void *userdata, struct fuse_conn_info *conn) {
     memcpy(big, "STATUS=", 7);
     notify(big, sizeof big);
   }
-  if (!options.no_ready) {
-    if (options.sd_notify) {
-      sd_notify_ready();
-    } else if (options.s6) {
-      notify("\n", 1);
-    } else {
-      char message[600];
-      snprintf(message, sizeof message, "READY=1%s%s", options.status ? "\nSTATUS=" : "",
-               options.status ? options.status : "");
-      notify_text(message);
-    }
+  if (options.ready_delay_ms > 0) {
+    start_thread(announce_ready_later);
+  } else {
+    announce_ready();
   }
   printf("testworker: FUSE init done\n");
   fflush(stdout);
-  if (options.crash_after_ms > 0) {
-    struct itimerval timer = {.it_value = {.tv_sec = options.crash_after_ms / 1000,
-                                           .tv_usec = (options.crash_after_ms % 1000) * 1000}};
-    setitimer(ITIMER_REAL, &timer, NULL);
-  }
 }
 
 static void worker_destroy(void *userdata) {
   (void)userdata;
+  session_ended = 1;
   notify_text("STOPPING=1");
 }
 
@@ -222,7 +320,9 @@ static const struct fuse_lowlevel_ops operations = {
 static void usage(void) {
   fprintf(stderr, "usage: mountsup-testworker [--mount-delay MS] [--fail TEXT] "
                   "[--fail-quietly TEXT] [--crash-after MS] [--hang-before-init] [--no-ready] "
-                  "[--garbage] [--s6] [--sd-notify] [--status TEXT] [--linger] MOUNTPOINT\n");
+                  "[--garbage] [--s6] [--sd-notify] [--status TEXT] [--linger] "
+                  "[--ready-delay MS] [--ready-marker PATH] [--spew] [--spew-line-length N] "
+                  "MOUNTPOINT\n");
   exit(2);
 }
 
@@ -239,6 +339,15 @@ int main(int argc, char **argv) {
       options.fail_text = value, options.fail_quietly = 1, i++;
     } else if (strcmp(arg, "--crash-after") == 0 && value) {
       options.crash_after_ms = atol(value), i++;
+    } else if (strcmp(arg, "--ready-delay") == 0 && value) {
+      options.ready_delay_ms = atol(value), i++;
+    } else if (strcmp(arg, "--ready-marker") == 0 && value) {
+      options.ready_marker = value, i++;
+    } else if (strcmp(arg, "--spew-line-length") == 0 && value) {
+      options.spew_line_length = atol(value), i++;
+      if (options.spew_line_length < 2) usage();
+    } else if (strcmp(arg, "--spew") == 0) {
+      options.spew = 1;
     } else if (strcmp(arg, "--status") == 0 && value) {
       options.status = value, i++;
     } else if (strcmp(arg, "--hang-before-init") == 0) {
