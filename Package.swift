@@ -79,7 +79,7 @@ let package = Package(
     .testTarget(
       name: "SupervisorTests",
       dependencies: [
-        "CLinuxSupport", "MountSupTestSupport", "mountsupd", "mountsup-testworker",
+        "CLinuxSupport", "MountSupTestSupport", "mountsupd", "mountctl", "mountsup-testworker",
         "mountsup-mirror", "MountRuntime",
       ]),
     .testTarget(

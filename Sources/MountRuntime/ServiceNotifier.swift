@@ -15,12 +15,25 @@ final class ServiceNotifier {
     _ = fields.joined(separator: "\n").withCString { sd_notify(0, $0) }
   }
 
-  /// Sends STATUS only when the text changed.
-  func status(_ text: String) {
-    guard text != lastStatus else { return }
-    lastStatus = text
-    send(["STATUS=\(text)"])
+  /// Sends STATUS when the text changed and, while mounts are starting, how much more start-up
+  /// time they may need (EXTEND_TIMEOUT_USEC, when the wish moved by a second or more), in one
+  /// datagram: a receiver's queue holds only a few.
+  func progress(status text: String?, extendBy microseconds: UInt64? = nil) {
+    var fields: [String] = []
+    if let text, text != lastStatus {
+      lastStatus = text
+      fields.append("STATUS=\(text)")
+    }
+    if let microseconds, lastExtension.map({ distance($0, microseconds) >= 1_000_000 }) ?? true {
+      lastExtension = microseconds
+      fields.append("EXTEND_TIMEOUT_USEC=\(microseconds)")
+    }
+    if !fields.isEmpty { send(fields) }
   }
+
+  func status(_ text: String) { progress(status: text) }
+
+  private func distance(_ a: UInt64, _ b: UInt64) -> UInt64 { a > b ? a - b : b - a }
 
   func ready(status text: String) {
     lastStatus = text
@@ -45,17 +58,5 @@ final class ServiceNotifier {
       "RELOADING=1",
       "MONOTONIC_USEC=\(UInt64(spec.tv_sec) * 1_000_000 + UInt64(spec.tv_nsec) / 1000)",
     ])
-  }
-
-  /// Asks for this much more start-up time from now, while mounts are still legitimately starting.
-  func extendTimeout(microseconds: UInt64) {
-    // Resend only when the wish moved by a second or more, not on every event.
-    if let last = lastExtension,
-      last > microseconds ? last - microseconds < 1_000_000 : microseconds - last < 1_000_000
-    {
-      return
-    }
-    lastExtension = microseconds
-    send(["EXTEND_TIMEOUT_USEC=\(microseconds)"])
   }
 }

@@ -480,17 +480,18 @@ public final class Supervisor {
       if reloads.mountsChanged(changed, core: core, notifier: notifier, status: serviceStatus) {
         inbox.append(.reload)
       }
-      notifier.status(serviceStatus)
     }
     control?.evaluateSubmitted()
     timer.arm(at: [core.nextDeadline, control?.nextDeadline].compactMap { $0 }.min()?.nanoseconds)
     // While required mounts are legitimately starting, ask the service manager for the time
     // their start timeouts allow, plus a margin for the cleanup after a failure.
+    var moreTime: UInt64?
     if let deadline = core.startupDeadline {
       let now = MonotonicInstant.now()
       let remaining = deadline > now ? (deadline - now).nanosecondsClamped / 1000 : 0
-      notifier.extendTimeout(microseconds: UInt64(remaining) + 5_000_000)
+      moreTime = UInt64(remaining) + 5_000_000
     }
+    notifier.progress(status: changed.isEmpty ? nil : serviceStatus, extendBy: moreTime)
   }
 
   // MARK: Effects out
