@@ -1,8 +1,8 @@
 import ArgumentParser
 import FoundationEssentials
 import Glibc
-import MountConfig
 import MountControl
+import MountDuration
 
 /// `mountctl`: the operator's command line for a running `mountsupd`, over its control socket.
 struct MountCtl: ParsableCommand {
@@ -11,9 +11,10 @@ struct MountCtl: ParsableCommand {
     abstract:
       "Control a running mountsupd: status, start, stop, restart, reload, logs, wait-ready.",
     discussion: """
-      Talks to mountsupd through its control socket (default \(SupervisorSettings.defaultControlSocket); \
-      --socket PATH for another). Root and members of [supervisor] admin_group may do everything; \
-      members of status_group may use status, logs and wait-ready.
+      Talks to mountsupd through its control socket: --socket PATH (before or after the \
+      command), else $MOUNTSUP_SOCKET, else \(ControlProtocol.defaultSocketPath). Root and \
+      members of [supervisor] admin_group may do everything; members of status_group may use \
+      status, logs and wait-ready.
 
       Exit codes: 0 success (status: every listed mount ready), 1 failure, 3 some mount not ready \
       (status, wait-ready timeout), 4 mountsupd cannot be reached.
@@ -39,8 +40,12 @@ enum Exit {
 }
 
 struct Connection: ParsableArguments {
-  @Option(name: .long, help: "The control socket of mountsupd.", completion: .file())
-  var socket: String = SupervisorSettings.defaultControlSocket
+  @Option(
+    name: .long,
+    help:
+      "The control socket of mountsupd (default: $MOUNTSUP_SOCKET, else \(ControlProtocol.defaultSocketPath)).",
+    completion: .file())
+  var socket: String = defaultSocket()
 
   /// Connects or exits 4 with the socket path in the message.
   func connect() throws -> ControlClient {
@@ -62,10 +67,40 @@ func printError(_ text: String) {
   _ = (text + "\n").withCString { write(2, $0, strlen($0)) }
 }
 
+/// `MOUNTSUP_SOCKET` when set and not empty, else the daemon's default.
+func defaultSocket() -> String {
+  if let value = getenv("MOUNTSUP_SOCKET").map({ String(cString: $0) }), !value.isEmpty {
+    return value
+  }
+  return ControlProtocol.defaultSocketPath
+}
+
+/// `mountctl --socket PATH status` as well as `mountctl status --socket PATH`: argument-parser
+/// reads a subcommand's options only after its name, so `--socket` options given before the
+/// command are moved behind it.
+func reorderedArguments(_ arguments: [String]) -> [String] {
+  var leading: [String] = []
+  var rest = arguments[...]
+  while let first = rest.first {
+    if first == "--socket", rest.count >= 2 {
+      leading += rest.prefix(2)
+      rest = rest.dropFirst(2)
+    } else if first.hasPrefix("--socket=") {
+      leading.append(first)
+      rest = rest.dropFirst()
+    } else {
+      break
+    }
+  }
+  guard !leading.isEmpty, let command = rest.first, !command.hasPrefix("-"), command != "help"
+  else { return arguments }
+  return [command] + leading + rest.dropFirst()
+}
+
 /// Mount names for shell completion, asked of the daemon (silently none when it is not there).
 let mountNameCompletion = CompletionKind.custom { words, _, _ in
-  var socket = SupervisorSettings.defaultControlSocket
-  if let index = words.firstIndex(of: "--socket"), index + 1 < words.count {
+  var socket = defaultSocket()
+  if let index = words.lastIndex(of: "--socket"), index + 1 < words.count {
     socket = words[index + 1]
   }
   guard let client = try? ControlClient(socketPath: socket, connectTimeout: .seconds(1)),
@@ -403,17 +438,19 @@ struct WaitReady: ParsableCommand {
   @Argument(help: "Mounts to wait for; all when none are named.", completion: mountNameCompletion)
   var names: [String] = []
 
-  @Option(name: .long, help: "Give up after this long, e.g. 500ms, 30s, 2m.")
+  @Option(
+    name: .long, help: "Give up after this long, e.g. 500ms, 30s, 2m; a plain number is seconds.")
   var timeout: String?
 
   func validate() throws {
-    if let timeout, parseDuration(timeout) == nil {
-      throw ValidationError("invalid --timeout \"\(timeout)\": use e.g. 500ms, 30s, 2m, 1m30s")
+    if let timeout, parseCommandLineDuration(timeout) == nil {
+      throw ValidationError(
+        "invalid --timeout \"\(timeout)\": use e.g. 500ms, 30s, 2m, 1m30s, or 5 for 5 seconds")
     }
   }
 
   func run() throws {
-    let limit = timeout.flatMap(parseDuration)
+    let limit = timeout.flatMap(parseCommandLineDuration)
     let request = ControlRequest(
       .waitReady, names: names,
       timeoutMilliseconds: limit.map {
@@ -436,4 +473,4 @@ struct WaitReady: ParsableCommand {
   }
 }
 
-MountCtl.main()
+MountCtl.main(Array(reorderedArguments(Array(CommandLine.arguments.dropFirst()))))

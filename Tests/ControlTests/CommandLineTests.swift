@@ -1,0 +1,45 @@
+import Foundation
+import Glibc
+import MountControl
+import MountSupTestSupport
+import Testing
+
+@Suite("mountctl's command line: where --socket goes, MOUNTSUP_SOCKET, durations")
+struct CommandLineTests {
+  @Test("--socket before the command, MOUNTSUP_SOCKET as the default, --timeout 5 is 5 s")
+  func socketAndTimeout() async throws {
+    try await withDaemon([TestMount(name: "alpha")]) { daemon in
+      let before = try await daemon.run(["--socket", daemon.socketPath, "status"])
+      #expect(before.status == 0 && before.output.contains("alpha"), "\(before)")
+      let equals = try await daemon.run(["--socket=\(daemon.socketPath)", "wait-ready", "alpha"])
+      #expect(equals.status == 0, "\(equals)")
+
+      let environment = try await daemon.run(
+        ["status"], environment: ["MOUNTSUP_SOCKET": daemon.socketPath])
+      #expect(environment.status == 0 && environment.output.contains("alpha"), "\(environment)")
+      let overridden = try await daemon.run(
+        ["status", "--socket", daemon.socketPath],
+        environment: ["MOUNTSUP_SOCKET": daemon.directory + "/nothing.sock"])
+      #expect(overridden.status == 0, "--socket wins over the environment: \(overridden)")
+      let wrong = try await daemon.run(
+        ["status"], environment: ["MOUNTSUP_SOCKET": daemon.directory + "/nothing.sock"])
+      #expect(wrong.status == 4 && wrong.errors.contains(daemon.directory + "/nothing.sock"))
+
+      let seconds = try await daemon.run(
+        ["wait-ready", "--timeout", "5", "--socket", daemon.socketPath])
+      #expect(seconds.status == 0, "\(seconds)")
+    }
+  }
+}
+
+extension TestDaemon {
+  /// Runs `mountctl ARGUMENTS` exactly as given (no `--socket` added), with more environment.
+  func run(_ arguments: [String], environment: [String: String?] = [:]) async throws -> Run {
+    let name = "cli-\(UUID().uuidString.prefix(8))"
+    let spawned = try Spawned(
+      [mountctl] + arguments, outputPath: "\(directory)/\(name).out",
+      errorPath: "\(directory)/\(name).err", environment: environment)
+    let status = try await spawned.wait(timeout: .seconds(60))
+    return Run(status: status, output: spawned.output, errors: spawned.errors)
+  }
+}
