@@ -43,7 +43,7 @@ let package = Package(
     .executableTarget(
       name: "mountsupd",
       dependencies: [
-        "MountConfig", "MountRuntime",
+        "MountConfig", "MountControl", "MountRuntime",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ]),

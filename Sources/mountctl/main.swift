@@ -27,6 +27,7 @@ struct MountCtl: ParsableCommand {
         mountctl logs photos -n 20 -f
         mountctl wait-ready --timeout 30s && mount --bind /mnt/photos /srv/www/photos
       """,
+    version: MountSupervisorRelease.version,
     subcommands: [
       Status.self, Start.self, Stop.self, Restart.self, Reload.self, Logs.self, WaitReady.self,
     ])

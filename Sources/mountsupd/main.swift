@@ -2,6 +2,7 @@ import ArgumentParser
 import Glibc
 import Logging
 import MountConfig
+import MountControl
 import MountRuntime
 
 /// `mountsupd`: runs every configured FUSE worker in the foreground, confirms each mount, tells
@@ -19,7 +20,8 @@ struct MountSupervisorDaemon: ParsableCommand {
       Examples:
         mountsupd --config /etc/mountsup/mounts.toml
         mountsupd --check-config --config ./mounts.toml
-      """)
+      """,
+    version: MountSupervisorRelease.version)
 
   @Option(name: .long, help: "The configuration file.")
   var config: String = Configuration.defaultPath

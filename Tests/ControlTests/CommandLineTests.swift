@@ -32,6 +32,24 @@ struct CommandLineTests {
   }
 }
 
+@Suite("--version")
+struct VersionTests {
+  @Test("mountsupd --version and mountctl --version print the release and exit 0")
+  func bothPrintTheRelease() async throws {
+    let sandbox = try Sandbox()
+    defer { sandbox.cleanUp() }
+    for binary in [daemonBinary, mountctl] {
+      let name = (binary as NSString).lastPathComponent
+      let run = try Spawned(
+        [binary, "--version"], outputPath: "\(sandbox.path)/\(name).out",
+        errorPath: "\(sandbox.path)/\(name).err")
+      #expect(try await run.wait(timeout: .seconds(30)) == 0, "\(name): \(run.errors)")
+      #expect(run.output == MountSupervisorRelease.version + "\n", "\(name)")
+    }
+    #expect(MountSupervisorRelease.version == "0.2.0")
+  }
+}
+
 extension TestDaemon {
   /// Runs `mountctl ARGUMENTS` exactly as given (no `--socket` added), with more environment.
   func run(_ arguments: [String], environment: [String: String?] = [:]) async throws -> Run {
