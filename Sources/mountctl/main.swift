@@ -16,8 +16,9 @@ struct MountCtl: ParsableCommand {
       members of [supervisor] admin_group may do everything; members of status_group may use \
       status, logs and wait-ready.
 
-      Exit codes: 0 success (status: every listed mount ready), 1 failure, 3 some mount not ready \
-      (status, wait-ready timeout), 4 mountsupd cannot be reached.
+      Exit codes: 0 success (status: every listed mount ready), 1 failure (reload: also when an \
+      added or changed mount failed), 3 some mount not ready (status, wait-ready timeout), \
+      4 mountsupd cannot be reached, 64 invalid command line, 77 permission denied.
 
       Examples:
         mountctl status
@@ -33,11 +34,15 @@ struct MountCtl: ParsableCommand {
     ])
 }
 
-/// Exit codes shared by every command, after LSB `status`.
+/// Exit codes shared by every command, after LSB `status` and sysexits.h; a health check can
+/// tell "down" (4) from "not allowed to ask" (77) and from a wrong command line (64, EX_USAGE,
+/// which argument-parser exits with).
 enum Exit {
   static let failure = ExitCode(1)
   static let notReady = ExitCode(3)
   static let unreachable = ExitCode(4)
+  /// EX_NOPERM: the kernel refused the socket, or mountsupd refused the request.
+  static let permissionDenied = ExitCode(77)
 }
 
 struct Connection: ParsableArguments {
@@ -48,7 +53,7 @@ struct Connection: ParsableArguments {
     completion: .file())
   var socket: String = defaultSocket()
 
-  /// Connects or exits 4 with the socket path in the message.
+  /// Connects, or exits 4 (77 when refused) with the socket path in the message.
   func connect() throws -> ControlClient {
     do {
       return try ControlClient(socketPath: socket)
@@ -61,7 +66,17 @@ struct Connection: ParsableArguments {
 /// Prints the client error and gives the exit code it stands for.
 func failure(_ error: ControlClientError) -> ExitCode {
   printError("mountctl: \(error.message)")
-  return error.kind == .unreachable ? Exit.unreachable : Exit.failure
+  switch error.kind {
+  case .unreachable: return Exit.unreachable
+  case .permissionDenied: return Exit.permissionDenied
+  case .broken, .timeout: return Exit.failure
+  }
+}
+
+/// The exit code of a response that is not `ok`: 77 when mountsupd refused the caller, else
+/// `otherwise`.
+func exitStatus(forRefusal error: ControlError?, otherwise: ExitCode = Exit.failure) -> ExitCode {
+  error?.code == .permissionDenied ? Exit.permissionDenied : otherwise
 }
 
 func printError(_ text: String) {
@@ -121,7 +136,8 @@ struct Status: ParsableCommand {
       the worker's own words. --json prints the documented JSON form (docs/control-protocol.md).
 
       Exits 0 when every listed mount is ready, 3 when some is not, 4 when mountsupd cannot be \
-      reached, 1 on other errors (such as an unknown name).
+      reached or does not answer, 77 when it refuses the caller, 1 on other errors (such as an \
+      unknown name).
 
       Examples:
         mountctl status
@@ -145,11 +161,11 @@ struct Status: ParsableCommand {
     } catch let error as ControlClientError {
       // The status cannot be known.
       printError("mountctl: \(error.message)")
-      throw Exit.unreachable
+      throw error.kind == .permissionDenied ? Exit.permissionDenied : Exit.unreachable
     }
     guard response.ok, let mounts = response.mounts, let service = response.service else {
       printError("mountctl: \(response.error?.message ?? "mountsupd sent no status")")
-      throw Exit.failure
+      throw exitStatus(forRefusal: response.error)
     }
     if json {
       print(StatusDocument(service: service, mounts: mounts).json)
@@ -273,7 +289,7 @@ struct Operation: ParsableArguments {
         printError("last output of \(mount.name):")
         for line in mount.lastErrorOutput.suffix(10) { printError("  | \(line)") }
       }
-      throw Exit.failure
+      throw exitStatus(forRefusal: response.error)
     }
   }
 }
@@ -334,8 +350,10 @@ struct Reload: ParsableCommand {
     discussion: """
       Added mounts are started, removed ones stopped, changed ones restarted, unchanged ones left \
       alone (same worker, never remounted). Returns when every added and changed mount is ready or \
-      has failed. An invalid configuration changes nothing: the error is printed and the exit \
-      status is 1. This is what ExecReload= of mountsupd.service runs.
+      has failed. Exits 0 when every added and changed mount is ready (or stopped by an \
+      operator), 1 when one failed (the new configuration is applied all the same) or the \
+      configuration is invalid (then nothing changed). This is what ExecReload= of \
+      mountsupd.service runs.
 
       Examples:
         mountctl reload
@@ -353,7 +371,7 @@ struct Reload: ParsableCommand {
     }
     guard response.ok, let reload = response.reload else {
       printError("mountctl: reload failed: \(response.error?.message ?? "no reason given")")
-      throw Exit.failure
+      throw exitStatus(forRefusal: response.error)
     }
     let states = Dictionary((response.mounts ?? []).map { ($0.name, $0) }) { first, _ in first }
     func list(_ names: [String], withState: Bool) -> String {
@@ -367,6 +385,19 @@ struct Reload: ParsableCommand {
     print("removed: \(list(reload.removed, withState: false))")
     print("changed: \(list(reload.changed, withState: true))")
     print("unchanged: \(list(reload.unchanged, withState: false))")
+    // The answer carries the added and changed mounts; one that is neither ready nor held by an
+    // operator's stop did not come up.
+    let failed = (response.mounts ?? []).filter { !$0.isReady && !$0.stoppedByOperator }
+    guard failed.isEmpty else {
+      printError(
+        "mountctl: reload applied, but "
+          + failed.map { "\($0.name) is not ready (\($0.detail))" }.joined(separator: "; "))
+      for mount in failed where !mount.lastErrorOutput.isEmpty {
+        printError("last output of \(mount.name):")
+        for line in mount.lastErrorOutput.suffix(10) { printError("  | \(line)") }
+      }
+      throw Exit.failure
+    }
   }
 }
 
@@ -405,7 +436,7 @@ struct Logs: ParsableCommand {
       while true {
         guard response.ok else {
           printError("mountctl: \(response.error?.message ?? "no reason given")")
-          throw Exit.failure
+          throw exitStatus(forRefusal: response.error)
         }
         for line in response.lines ?? [] { print(line) }
         fflush(nil)
@@ -425,7 +456,9 @@ struct WaitReady: ParsableCommand {
     commandName: "wait-ready",
     abstract: "Wait until mounts are confirmed ready: the barrier before using them.",
     discussion: """
-      Without names, waits for every mount that is not stopped by an operator. Exits 0 when all \
+      Without names, waits for every configured mount that is not stopped by an operator, \
+      optional ones (required = false) included: stricter than the service's READY=1, which \
+      waits only for required mounts. Name the mounts to wait for only some. Exits 0 when all \
       are ready, 1 as soon as one has failed (or was stopped or removed), 3 when the timeout ran \
       out first. Without --timeout it waits until one or the other.
 
@@ -470,7 +503,7 @@ struct WaitReady: ParsableCommand {
       return
     }
     printError("mountctl: \(response.error?.message ?? "no reason given")")
-    throw response.error?.code == .timeout ? Exit.notReady : Exit.failure
+    throw response.error?.code == .timeout ? Exit.notReady : exitStatus(forRefusal: response.error)
   }
 }
 
