@@ -133,7 +133,9 @@ struct Status: ParsableCommand {
     discussion: """
       Columns: name, state (stopped, starting, ready, backoff, stopping, exited, failed), worker \
       pid, time since the mount was confirmed ready, restarts, mountpoint, and the last failure in \
-      the worker's own words. --json prints the documented JSON form (docs/control-protocol.md).
+      the worker's own words ("stopped by operator" for a mount stopped with mountctl stop). \
+      After an invalid reload, a line below the table says why it failed. --json prints the \
+      documented JSON form (docs/control-protocol.md).
 
       Exits 0 when every listed mount is ready, 3 when some is not, 4 when mountsupd cannot be \
       reached or does not answer, 77 when it refuses the caller, 1 on other errors (such as an \
@@ -171,6 +173,9 @@ struct Status: ParsableCommand {
       print(StatusDocument(service: service, mounts: mounts).json)
     } else {
       print(StatusTable(mounts: mounts, colour: Terminal.supportsColour).render(), terminator: "")
+      if let failure = StatusTable.reloadFailure(in: service.status) {
+        print("\nlast reload failed, nothing changed: \(failure)")
+      }
     }
     if !mounts.allSatisfy(\.isReady) { throw Exit.notReady }
   }
@@ -227,7 +232,16 @@ struct StatusTable {
     return text
   }
 
+  /// The reload error that the service's STATUS text ends in after an invalid reload
+  /// (`…; last reload failed: REASON`, see docs/control-protocol.md), if there is one.
+  static func reloadFailure(in status: String) -> String? {
+    guard let marker = status.firstRange(of: "last reload failed: ") else { return nil }
+    return String(status[marker.upperBound...])
+  }
+
   private func lastError(_ mount: MountStatus) -> String {
+    // Its old failure is history once an operator stopped it on purpose.
+    if mount.stoppedByOperator { return "stopped by operator" }
     guard let error = mount.lastError else { return "-" }
     let flat = error.split(whereSeparator: \.isNewline).joined(separator: " ")
     // A terminal gets one line per mount; a pipe gets the whole text.
