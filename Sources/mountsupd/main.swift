@@ -35,6 +35,10 @@ struct MountSupervisorDaemon: ParsableCommand {
   var verbose = false
 
   func run() throws {
+    // A closed stdout or stderr (`mountsupd | head`, a log reader that went away) must never
+    // end supervision: writes then fail with EPIPE, which the log handler ignores. Workers get
+    // the default disposition back (the spawn shim resets every signal).
+    signal(SIGPIPE, SIG_IGN)
     if checkConfig {
       do {
         let configuration = try ConfigLoader.load(path: config)

@@ -61,3 +61,42 @@ extension TestDaemon {
     return Run(status: status, output: spawned.output, errors: spawned.errors)
   }
 }
+
+@Suite("mountsupd and a closed stdout or stderr")
+struct ClosedOutputTests {
+  @Test(
+    "`mountsupd 2>&1 | head -n 1`: SIGPIPE does not end the daemon; it serves and stops cleanly")
+  func survivesAClosedPipe() async throws {
+    let daemon = try TestDaemon()
+    defer { daemon.finish() }
+    try daemon.write([TestMount(name: "alpha")])
+    let shell = try Spawned(
+      [
+        "/bin/sh", "-c", "exec \"$0\" --config \"$1\" 2>&1 | head -n 1", daemonBinary,
+        daemon.configPath,
+      ],
+      outputPath: daemon.directory + "/pipeline.out", errorPath: daemon.directory + "/pipeline.err")
+    defer {
+      kill(shell.pid, SIGKILL)
+      _ = shell.waitBlocking(timeout: .seconds(10))
+    }
+    try await waitFor("alpha ready") { try daemon.mount("alpha").isReady }
+    let pid = try #require(try daemon.status().service?.pid)
+    try await waitFor("head to have exited, closing the pipe") {
+      childPIDs(of: shell.pid).allSatisfy { !commandLine(of: $0).hasPrefix("head") }
+    }
+
+    // Log lines now go to a pipe nobody reads.
+    for _ in 0..<2 {
+      let restart = try await daemon.ctl("restart", "alpha")
+      #expect(restart.status == 0, "\(restart)")
+    }
+    #expect(processExists(pid), "mountsupd still runs")
+    #expect(try await daemon.ctl("status").status == 0)
+
+    kill(pid, SIGTERM)
+    try await waitFor("mountsupd to exit") { !processExists(pid) }
+    #expect(access(daemon.socketPath, F_OK) != 0, "a clean exit removed its socket")
+    #expect(fuseMount(at: daemon.mountpoint("alpha")) == nil)
+  }
+}
