@@ -9,6 +9,8 @@ public struct ConfigError: Error, CustomStringConvertible, Equatable, Sendable {
     enum Storage: String, Hashable, Sendable {
       case fileNotFound = "file not found"
       case unreadableFile = "unreadable file"
+      case notRegularFile = "not a regular file"
+      case fileTooLarge = "file too large"
       case invalidTOML = "invalid TOML"
       case unknownKey = "unknown key"
       case missingKey = "missing key"
@@ -31,8 +33,13 @@ public struct ConfigError: Error, CustomStringConvertible, Equatable, Sendable {
 
     /// The main configuration file does not exist.
     public static var fileNotFound: Self { .init(.fileNotFound) }
-    /// A file exists but cannot be read as UTF-8 text (permissions, a directory, bad encoding).
+    /// A file exists but cannot be read as UTF-8 text (permissions, bad encoding).
     public static var unreadableFile: Self { .init(.unreadableFile) }
+    /// A configuration file (the main file or a drop-in an include matched) is a FIFO, a device,
+    /// a directory or a socket: only regular files are read.
+    public static var notRegularFile: Self { .init(.notRegularFile) }
+    /// A configuration file is larger than ``ConfigLoader/maximumFileSize``.
+    public static var fileTooLarge: Self { .init(.fileTooLarge) }
     /// toml++ rejected the file; ``ConfigError/line`` and ``ConfigError/column`` say where.
     public static var invalidTOML: Self { .init(.invalidTOML) }
     /// A key the schema does not know, usually a typo.

@@ -9,16 +9,36 @@ public enum ConfigLoader {
   /// Keys of the `[supervisor]` table.
   static let supervisorKeys = ["control_socket", "include", "admin_group", "status_group"]
 
+  /// The largest configuration file (main file or drop-in) that is read: 1 MiB, far more than
+  /// any list of mounts needs, and small enough to read at once on the event loop.
+  public static let maximumFileSize = 1 << 20
+
   /// Loads the main file at `path` (made absolute against the working directory) and its includes.
   public static func load(path: String = Configuration.defaultPath) throws(ConfigError)
     -> Configuration
   {
     let file = absoluteFilePath(path)
-    switch SystemAccess.readTextFile(file) {
+    return try parse(toml: readFile(file, notFound: "the file does not exist"), file: file)
+  }
+
+  /// The text of a configuration file: a regular file of at most ``maximumFileSize`` bytes.
+  static func readFile(
+    _ file: String, notFound: String, notFoundCode: ConfigError.Code = .fileNotFound
+  ) throws(ConfigError) -> String {
+    switch SystemAccess.readTextFile(file, limit: maximumFileSize) {
     case .success(let text):
-      return try parse(toml: text, file: file)
+      return text
     case .failure(.notFound):
-      throw ConfigError(code: .fileNotFound, file: file, message: "the file does not exist")
+      throw ConfigError(code: notFoundCode, file: file, message: notFound)
+    case .failure(.notRegular(let kind)):
+      throw ConfigError(
+        code: .notRegularFile, file: file,
+        message: "is \(kind), not a regular file; only regular files are read as configuration")
+    case .failure(.tooLarge(let size)):
+      throw ConfigError(
+        code: .fileTooLarge, file: file,
+        message: "is too large (\(size) bytes; a configuration file may have at most "
+          + "\(maximumFileSize) bytes, 1 MiB)")
     case .failure(.failed(let reason)):
       throw ConfigError(
         code: .unreadableFile, file: file, message: "cannot read the file: \(reason)")
@@ -86,17 +106,9 @@ public enum ConfigLoader {
   private static func readDropIn(_ path: String, mainFile: String) throws(ConfigError)
     -> TableReader
   {
-    let text: String
-    switch SystemAccess.readTextFile(path) {
-    case .success(let contents): text = contents
-    case .failure(.notFound):
-      throw ConfigError(
-        code: .unreadableFile, file: path,
-        message: "cannot read the file: it does not exist (a dangling symlink?)")
-    case .failure(.failed(let reason)):
-      throw ConfigError(
-        code: .unreadableFile, file: path, message: "cannot read the file: \(reason)")
-    }
+    let text = try readFile(
+      path, notFound: "cannot read the file: it does not exist (a dangling symlink?)",
+      notFoundCode: .unreadableFile)
     let root = TableReader(try parseTOML(text, file: path), file: path)
     if root.contains("supervisor") {
       throw root.error(

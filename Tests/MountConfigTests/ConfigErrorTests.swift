@@ -75,11 +75,26 @@ struct BadConfig: Sendable, CustomTestStringConvertible {
     ) { () throws(ConfigError) in try ConfigLoader.load(path: "./no-such-mounts.toml") }
   }
 
-  @Test func anUnreadableMainFileSaysWhy() throws {
+  @Test func aDirectoryAsMainFileIsNotARegularFile() throws {
     try withTemporaryDirectory { directory in
       expectConfigError(
-        in: directory, code: .unreadableFile, mount: nil, key: nil, mentions: ["cannot read"]
+        in: directory, code: .notRegularFile, mount: nil, key: nil,
+        mentions: ["is a directory, not a regular file"]
       ) { () throws(ConfigError) in try ConfigLoader.load(path: directory) }
+    }
+  }
+
+  @Test func anUnreadableMainFileSaysWhy() throws {
+    try withTemporaryDirectory { directory in
+      let path = directory + "/mounts.toml"
+      try write("", to: "mounts.toml", in: directory)
+      chmod(path, 0)
+      // Root reads a file of mode 0 all the same; an invalid UTF-8 file is unreadable for all.
+      try Data([0x5B, 0xFF, 0xFE, 0x5D]).write(to: URL(fileURLWithPath: path))
+      expectConfigError(
+        in: path, code: .unreadableFile, mount: nil, key: nil,
+        mentions: ["cannot read the file", "UTF-8"]
+      ) { () throws(ConfigError) in try ConfigLoader.load(path: path) }
     }
   }
 

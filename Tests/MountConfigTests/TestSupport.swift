@@ -70,6 +70,18 @@ func withTemporaryDirectory<Result>(_ body: (String) throws -> Result) throws ->
   return try body(path)
 }
 
+/// The same for an async body.
+@discardableResult
+func withTemporaryDirectory<Result>(_ body: (String) async throws -> Result) async throws -> Result
+{
+  let template = FileManager.default.temporaryDirectory.appendingPathComponent("mountconfig.XXXXXX")
+  var bytes = Array(template.path.utf8CString)
+  guard mkdtemp(&bytes) != nil else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+  let path = String(decoding: bytes.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+  defer { try? FileManager.default.removeItem(atPath: path) }
+  return try await body(path)
+}
+
 /// Writes `contents` to `directory/name`, creating intermediate directories.
 func write(_ contents: String, to name: String, in directory: String) throws {
   let url = URL(fileURLWithPath: directory).appendingPathComponent(name)
