@@ -120,8 +120,15 @@ public enum ConfigLoader {
   }
 
   private static func parseTOML(_ text: String, file: String) throws(ConfigError) -> TOMLTable {
+    // The text goes to toml++ as a C string: a raw NUL byte would end the file there, silently.
+    if let (line, column) = NulEscapes.rawNul(in: text) {
+      throw ConfigError(
+        code: .invalidTOML, file: file,
+        message: "invalid TOML: a NUL byte; TOML text cannot contain one (write \\u0000 in a "
+          + "string, which is rejected as well)", line: line, column: column)
+    }
     do {
-      return try TOMLTable(string: text)
+      return try TOMLTable(string: NulEscapes.mark(text))
     } catch let error as TOMLParseError {
       throw ConfigError(
         code: .invalidTOML, file: file, message: "invalid TOML: \(error.description)",
@@ -153,6 +160,11 @@ private struct MountCollector {
   mutating func add(mountsOf root: TableReader) throws(ConfigError) {
     guard let section = try root.table("mounts") else { return }
     for (name, value) in section.table {
+      guard !NulEscapes.containsNul(name) else {
+        throw ConfigError(
+          code: .invalidValue, file: root.file, mount: name,
+          message: "the mount name contains a NUL character (\\u0000)")
+      }
       guard isValidMountName(name) else {
         throw ConfigError(
           code: .invalidValue, file: root.file, mount: name,

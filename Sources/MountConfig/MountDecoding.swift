@@ -99,6 +99,9 @@ extension MountSpec {
 
     if let environment = try table.table("environment") {
       for variable in environment.keys {
+        if NulEscapes.containsNul(variable) {
+          throw environment.nulError(variable, "the variable name")
+        }
         if variable.isEmpty || variable.contains("=") {
           throw environment.error(
             .invalidValue, key: variable,

@@ -42,7 +42,17 @@ struct TableReader {
   func string(_ key: String) throws(ConfigError) -> String? {
     guard let value = table[key] else { return nil }
     guard let string = value.string else { throw wrongType(key, expected: "a string", value) }
+    guard !NulEscapes.containsNul(string) else { throw nulError(key, "the value") }
     return string
+  }
+
+  /// A NUL cannot be passed to the kernel in a path, an argument or an environment entry: C
+  /// would cut the string there, and the mount would run somewhere else than written.
+  func nulError(_ key: String, _ what: String) -> ConfigError {
+    error(
+      .invalidValue, key: key,
+      "\(what) contains a NUL character (\\u0000), which no path, command, user, group or "
+        + "environment entry can hold")
   }
 
   func bool(_ key: String) throws(ConfigError) -> Bool? {
@@ -69,6 +79,7 @@ struct TableReader {
           .wrongType, key: key,
           "expected an array of strings, but \(key)[\(index)] is \(typeName(element.type))")
       }
+      guard !NulEscapes.containsNul(string) else { throw nulError(key, "\(key)[\(index)]") }
       strings.append(string)
     }
     return strings
@@ -181,6 +192,7 @@ func tomlEscaped(_ text: String) -> String {
   var escaped = ""
   for scalar in text.unicodeScalars {
     switch scalar {
+    case NulEscapes.marker: escaped += "\\u0000"
     case "\"": escaped += "\\\""
     case "\\": escaped += "\\\\"
     case "\n": escaped += "\\n"
