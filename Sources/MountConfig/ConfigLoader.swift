@@ -52,6 +52,13 @@ public enum ConfigLoader {
   public static func parse(toml: String, file: String, baseDirectory: String? = nil)
     throws(ConfigError) -> Configuration
   {
+    try parse(toml: toml, file: file, baseDirectory: baseDirectory, context: .current())
+  }
+
+  /// The same with what the machine looks like given (tests give FUSE mountpoints).
+  static func parse(toml: String, file: String, baseDirectory: String?, context: LoadContext)
+    throws(ConfigError) -> Configuration
+  {
     let file = cleanedFilePath(file)
     let root = TableReader(try parseTOML(toml, file: file), file: file)
     try root.rejectUnknownKeys(["supervisor", "mounts"])
@@ -77,7 +84,7 @@ public enum ConfigLoader {
       }
     }
 
-    var collector = MountCollector()
+    var collector = MountCollector(context: context)
     try collector.add(mountsOf: root)
     var files = [file]
     let directory = baseDirectory ?? directoryName(of: file)
@@ -151,11 +158,22 @@ public enum ConfigLoader {
   }
 }
 
+/// What validation asks of the machine, gathered once per load.
+struct LoadContext {
+  var resolver: MountpointResolver
+
+  /// The machine as it is now.
+  static func current() -> LoadContext {
+    LoadContext(resolver: MountpointResolver(fuseMountpoints: SystemAccess.fuseMountpoints()))
+  }
+}
+
 /// Gathers the mounts of all files in reading order, rejecting names and mountpoints seen before.
-private struct MountCollector {
+struct MountCollector {
+  let context: LoadContext
   var mounts: [MountSpec] = []
-  private var byName: [String: MountSpec] = [:]
-  private var byMountpoint: [String: MountSpec] = [:]
+  var byName: [String: MountSpec] = [:]
+  var byMountpoint: [String: MountSpec] = [:]
 
   mutating func add(mountsOf root: TableReader) throws(ConfigError) {
     guard let section = try root.table("mounts") else { return }
@@ -180,12 +198,19 @@ private struct MountCollector {
         throw section.wrongType(name, expected: "a table", value)
       }
       let mount = TableReader(table, file: root.file, mount: name)
-      let spec = try MountSpec(name: name, reading: mount)
+      let spec = try MountSpec(name: name, reading: mount, context: context)
       if let other = byMountpoint[spec.mountpoint] {
+        // Compared after resolving symlinks: two spellings of one directory are one mountpoint.
+        let resolved = spec.mountpointAsWritten ?? other.mountpointAsWritten
         throw mount.error(
           .duplicateMountpoint, key: "mountpoint",
           "\(tomlQuoted(spec.mountpoint)) is already the mountpoint of mount"
-            + " \(tomlQuoted(other.name)) in \(other.sourceFile)")
+            + " \(tomlQuoted(other.name)) in \(other.sourceFile)"
+            + (resolved == nil
+              ? ""
+              : " (written \(tomlQuoted(spec.mountpointAsWritten ?? spec.mountpoint)) here and "
+                + "\(tomlQuoted(other.mountpointAsWritten ?? other.mountpoint)) there; both "
+                + "resolve to the same directory)"))
       }
       byName[name] = spec
       byMountpoint[spec.mountpoint] = spec

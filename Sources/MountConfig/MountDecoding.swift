@@ -13,7 +13,7 @@ extension MountSpec {
 
   /// Validates one `[mounts.NAME]` table and resolves it: defaults filled in, the mountpoint
   /// normalised, `{mountpoint}` and `{name}` substituted.
-  init(name: String, reading table: TableReader) throws(ConfigError) {
+  init(name: String, reading table: TableReader, context: LoadContext) throws(ConfigError) {
     try table.rejectUnknownKeys(Self.knownKeys)
     self.init(name: name, mountpoint: "", command: [], sourceFile: table.file)
 
@@ -21,11 +21,31 @@ extension MountSpec {
       throw table.error(
         .missingKey, key: "mountpoint", "required key is missing (the absolute path to mount on)")
     }
+    let written: String
     switch normalizedPath(mountpoint, absolute: true) {
     case .success("/"):
       throw table.error(.invalidPath, key: "mountpoint", "\"/\" cannot be a mountpoint")
-    case .success(let path): self.mountpoint = path
+    case .success(let path): written = path
     case .failure(let problem): throw table.error(.invalidPath, key: "mountpoint", problem.message)
+    }
+    switch context.resolver.resolve(written) {
+    case .success(let resolved):
+      self.mountpoint = resolved
+      if resolved != written { mountpointAsWritten = written }
+    case .failure(.symlinkLoop):
+      throw table.error(
+        .invalidPath, key: "mountpoint",
+        "\(tomlQuoted(written)) cannot be resolved: too many levels of symbolic links")
+    case .failure(.notADirectory(let path, let kind, isMountpoint: true)):
+      throw table.error(
+        .invalidPath, key: "mountpoint",
+        "\(tomlQuoted(written))\(path == written ? "" : " (resolved: \(tomlQuoted(path)))") is "
+          + "\(kind), not a directory; a mountpoint must be a directory (it is created when "
+          + "missing)")
+    case .failure(.notADirectory(let path, let kind, isMountpoint: false)):
+      throw table.error(
+        .invalidPath, key: "mountpoint",
+        "\(tomlQuoted(written)) lies under \(tomlQuoted(path)), which is \(kind), not a directory")
     }
     let placeholders = ["mountpoint": self.mountpoint, "name": name]
 

@@ -23,8 +23,12 @@ public enum RestartPolicy: String, Sendable, Equatable, CaseIterable {
 public struct MountSpec: Sendable, Equatable {
   /// The table key under `[mounts]`; names the mount in logs, status and `mountctl`.
   public var name: String
-  /// Absolute, normalised (no trailing slash, no `.`/`..` components).
+  /// Absolute, normalised (no trailing slash, no `.`/`..` components), and resolved through the
+  /// symlinks of its existing part: the path at which mountinfo shows the mount.
   public var mountpoint: String
+  /// The mountpoint as the configuration wrote it (normalised), when resolving symlinks changed
+  /// it; nil when it is ``mountpoint``. For messages only.
+  public var mountpointAsWritten: String?
   /// The worker's argv; `command[0]` is resolved through `PATH` at spawn time.
   public var command: [String]
   public var readiness: ReadinessMode
@@ -53,10 +57,11 @@ public struct MountSpec: Sendable, Equatable {
     restartDelay: Duration = .milliseconds(100), restartDelayMax: Duration = .seconds(30),
     startLimitBurst: Int = 5, startLimitInterval: Duration = .seconds(60),
     user: String? = nil, group: String? = nil, environment: [String: String] = [:],
-    sourceFile: String = ""
+    sourceFile: String = "", mountpointAsWritten: String? = nil
   ) {
     self.name = name
     self.mountpoint = mountpoint
+    self.mountpointAsWritten = mountpointAsWritten
     self.command = command
     self.readiness = readiness
     self.probePath = probePath

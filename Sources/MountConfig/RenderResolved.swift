@@ -16,6 +16,9 @@ extension Configuration {
     ])
     for mount in mounts {
       lines += ["", "[mounts.\(tomlKey(mount.name))]", "# from " + tomlEscaped(mount.sourceFile)]
+      if let written = mount.mountpointAsWritten {
+        lines.append("# mountpoint written as \(tomlQuoted(written)), resolved through symlinks")
+      }
       lines += renderFields([
         ("mountpoint", tomlQuoted(mount.mountpoint)),
         ("command", "[" + mount.command.map(tomlQuoted).joined(separator: ", ") + "]"),

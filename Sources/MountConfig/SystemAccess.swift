@@ -128,6 +128,71 @@ enum SystemAccess {
     }
   }
 
+  /// The target of a symlink; nil when it cannot be read.
+  static func readLink(_ path: String) -> String? {
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    let length = readlink(path, &buffer, buffer.count - 1)
+    guard length > 0 else { return nil }
+    return String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+  }
+
+  /// The mountpoints of the FUSE mounts (`fuse`, `fuse.*`, `fuseblk`) in this process's mount
+  /// namespace, from `/proc/self/mountinfo`; empty when it cannot be read.
+  static func fuseMountpoints() -> Set<String> {
+    guard case .success(let table) = readProcFile("/proc/self/mountinfo") else { return [] }
+    var mountpoints: Set<String> = []
+    for line in table.split(separator: "\n") {
+      // ID PARENT MAJOR:MINOR ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
+      let fields = line.split(separator: " ")
+      guard fields.count > 4, let separator = fields.firstIndex(of: "-"),
+        separator + 1 < fields.count
+      else { continue }
+      let type = fields[separator + 1]
+      guard type == "fuse" || type == "fuseblk" || type.hasPrefix("fuse.") else { continue }
+      mountpoints.insert(unescapedMountinfoField(fields[4]))
+    }
+    return mountpoints
+  }
+
+  /// Undoes mountinfo's octal escapes (`\040` for a space, `\011`, `\012`, `\134`).
+  static func unescapedMountinfoField(_ field: Substring) -> String {
+    guard field.contains("\\") else { return String(field) }
+    var bytes: [UInt8] = []
+    let source = Array(field.utf8)
+    var index = 0
+    while index < source.count {
+      if source[index] == UInt8(ascii: "\\"), index + 3 < source.count,
+        let value = UInt8(String(decoding: source[index + 1...index + 3], as: UTF8.self), radix: 8)
+      {
+        bytes.append(value)
+        index += 4
+      } else {
+        bytes.append(source[index])
+        index += 1
+      }
+    }
+    return String(decoding: bytes, as: UTF8.self)
+  }
+
+  /// A file of /proc, whose size stat reports as 0: read until EOF.
+  private static func readProcFile(_ path: String) -> Result<String, ReadFailure> {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return .failure(.failed(errorText(errno))) }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+      let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+      if count == 0 { break }
+      if count < 0 {
+        if errno == EINTR { continue }
+        return .failure(.failed(errorText(errno)))
+      }
+      bytes.append(contentsOf: chunk[..<count])
+    }
+    return .success(String(decoding: bytes, as: UTF8.self))
+  }
+
   /// `nil` when the working directory is gone or unreachable.
   static func currentDirectory() -> String? {
     guard let path = getcwd(nil, 0) else { return nil }
