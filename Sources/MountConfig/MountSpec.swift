@@ -117,10 +117,17 @@ public struct Configuration: Sendable, Equatable {
   public var mounts: [MountSpec]
   /// The files that were read, main file first.
   public var files: [String]
+  /// What looked wrong but is not certain to fail (see ``ConfigWarning``): for the log and for
+  /// `mountsupd --check-config`.
+  public var warnings: [ConfigWarning]
 
-  public init(supervisor: SupervisorSettings, mounts: [MountSpec], files: [String]) {
+  public init(
+    supervisor: SupervisorSettings, mounts: [MountSpec], files: [String],
+    warnings: [ConfigWarning] = []
+  ) {
     self.supervisor = supervisor
     self.mounts = mounts
     self.files = files
+    self.warnings = warnings
   }
 }

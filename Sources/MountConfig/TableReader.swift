@@ -26,16 +26,17 @@ struct TableReader {
       code: code, file: file, mount: mount, key: key.map { keyPrefix + $0 }, message: message)
   }
 
-  /// Rejects every key not in `known`, suggesting the closest known key so a typo is obvious.
-  func rejectUnknownKeys(_ known: [String]) throws(ConfigError) {
-    for key in table.keys where !known.contains(key) {
+  /// An error for every key not in `known` (nor in `alsoAllowed`, keys reported otherwise),
+  /// suggesting the closest known key so a typo is obvious.
+  func unknownKeyErrors(_ known: [String], alsoAllowed: [String] = []) -> [ConfigError] {
+    table.keys.filter { !known.contains($0) && !alsoAllowed.contains($0) }.map { key in
       let hint =
         if let suggestion = closestMatch(to: key, among: known) {
           "did you mean \"\(suggestion)\"?"
         } else {
           "known keys: " + known.joined(separator: ", ")
         }
-      throw error(.unknownKey, key: key, "unknown key (\(hint))")
+      return error(.unknownKey, key: key, "unknown key (\(hint))")
     }
   }
 

@@ -100,3 +100,60 @@ struct ClosedOutputTests {
     #expect(fuseMount(at: daemon.mountpoint("alpha")) == nil)
   }
 }
+
+@Suite("mountsupd --check-config and the start: what is certain to fail, and what only may")
+struct CheckConfigTests {
+  private func checkConfig(_ sandbox: Sandbox, _ config: String) async throws -> Run {
+    let name = "check-\(UUID().uuidString.prefix(8))"
+    let run = try Spawned(
+      [daemonBinary, "--check-config", "--config", config],
+      outputPath: "\(sandbox.path)/\(name).out", errorPath: "\(sandbox.path)/\(name).err")
+    let status = try await run.wait(timeout: .seconds(30))
+    return Run(status: status, output: run.output, errors: run.errors)
+  }
+
+  @Test("a missing command fails the check but not the start; every error is listed")
+  func missingCommand() async throws {
+    let daemon = try TestDaemon()
+    defer { daemon.finish() }
+    try daemon.write(
+      [
+        TestMount(name: "alpha"),
+        TestMount(name: "later", settings: ["required = false"]),
+      ], supervisor: ["include = [\"mounts.d/*.toml\"]"])
+    // "later" runs a program that is not installed (yet).
+    let config = try #require(readFile(daemon.configPath))
+    try daemon.sandbox.write(
+      "mounts.toml",
+      config.replacingOccurrences(
+        of:
+          "command = [\(toml(testWorker)), \"{mountpoint}\"]\nrestart_delay = \"50ms\"\nstop_timeout = \"3s\"\nrequired = false",
+        with:
+          "command = [\"mountsup-not-installed\", \"{mountpoint}\"]\nrestart = \"never\"\nrequired = false"
+      ))
+    #expect(try #require(readFile(daemon.configPath)).contains("mountsup-not-installed"))
+
+    let check = try await checkConfig(daemon.sandbox, daemon.configPath)
+    #expect(check.status == 1, "\(check)")
+    #expect(
+      check.errors.contains(
+        "mount \"later\", key \"command\": command[0] \"mountsup-not-installed\" is not found"),
+      "\(check)")
+    #expect(check.errors.contains("warning: \(daemon.configPath): key \"supervisor.include\""))
+
+    try await daemon.start()
+    #expect(daemon.log.contains("mountsup-not-installed"), "warned at start: \(daemon.log)")
+    #expect(try await daemon.ctl("wait-ready", "alpha").status == 0, "the rest runs")
+  }
+
+  @Test("a FIFO as configuration: the check says so at once")
+  func fifo() async throws {
+    let sandbox = try Sandbox()
+    defer { sandbox.cleanUp() }
+    let fifo = sandbox.path + "/mounts.toml"
+    #expect(mkfifo(fifo, 0o644) == 0)
+    let check = try await checkConfig(sandbox, fifo)
+    #expect(
+      check.status == 1 && check.errors.contains("is a FIFO (named pipe), not a regular file"))
+  }
+}

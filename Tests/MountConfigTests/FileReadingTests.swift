@@ -10,11 +10,13 @@ import Testing
   /// blocks fails the test instead of hanging the run; `unblock` is called if it is still busy.
   private func loadPromptly(
     unblock: @escaping @Sendable () -> Void,
-    _ load: @escaping @Sendable () throws(ConfigError) -> Configuration
-  ) async throws -> Result<Configuration, ConfigError> {
+    _ load: @escaping @Sendable () throws(InvalidConfiguration) -> Configuration
+  ) async throws -> Result<Configuration, InvalidConfiguration> {
     let box = ResultBox()
     let thread = Thread {
-      do throws(ConfigError) { box.set(.success(try load())) } catch { box.set(.failure(error)) }
+      do throws(InvalidConfiguration) { box.set(.success(try load())) } catch {
+        box.set(.failure(error))
+      }
     }
     thread.start()
     let deadline = ContinuousClock.now + .seconds(10)
@@ -47,9 +49,9 @@ import Testing
       #expect(mkfifo(fifo, 0o644) == 0)
       defer { Self.release(fifo) }
       let result = try await loadPromptly(unblock: { Self.release(fifo) }) {
-        () throws(ConfigError) in try ConfigLoader.load(path: directory + "/mounts.toml")
+        () throws(InvalidConfiguration) in try ConfigLoader.load(path: directory + "/mounts.toml")
       }
-      guard case .failure(let error) = result else {
+      guard case .failure(let invalid) = result, let error = invalid.errors.first else {
         Issue.record("a FIFO was read as configuration")
         return
       }
@@ -64,9 +66,9 @@ import Testing
       #expect(mkfifo(fifo, 0o644) == 0)
       defer { Self.release(fifo) }
       let result = try await loadPromptly(unblock: { Self.release(fifo) }) {
-        () throws(ConfigError) in try ConfigLoader.load(path: fifo)
+        () throws(InvalidConfiguration) in try ConfigLoader.load(path: fifo)
       }
-      guard case .failure(let error) = result else {
+      guard case .failure(let invalid) = result, let error = invalid.errors.first else {
         Issue.record("a FIFO was read as configuration")
         return
       }
@@ -88,7 +90,9 @@ import Testing
         expectConfigError(
           in: link, code: .notRegularFile, mount: nil, key: nil,
           mentions: ["is a character device, not a regular file"]
-        ) { () throws(ConfigError) in try ConfigLoader.load(path: directory + "/mounts.toml") }
+        ) { () throws(InvalidConfiguration) in
+          try ConfigLoader.load(path: directory + "/mounts.toml")
+        }
       }
     }
   }
@@ -103,7 +107,8 @@ import Testing
       expectConfigError(
         in: directory + "/mounts.d/big.toml", code: .fileTooLarge, mount: nil, key: nil,
         mentions: ["1048577 bytes", "at most 1048576 bytes, 1 MiB"]
-      ) { () throws(ConfigError) in try ConfigLoader.load(path: directory + "/mounts.toml") }
+      ) { () throws(InvalidConfiguration) in try ConfigLoader.load(path: directory + "/mounts.toml")
+      }
 
       // Exactly 1 MiB is fine.
       try write(String(repeating: comment, count: 1024), to: "mounts.d/big.toml", in: directory)
@@ -115,7 +120,9 @@ import Testing
 /// The result of a load, set on one thread and polled on another.
 final class ResultBox: @unchecked Sendable {
   private let lock = NSLock()
-  private var result: Result<Configuration, ConfigError>?
-  var value: Result<Configuration, ConfigError>? { lock.withLock { result } }
-  func set(_ value: Result<Configuration, ConfigError>) { lock.withLock { result = value } }
+  private var result: Result<Configuration, InvalidConfiguration>?
+  var value: Result<Configuration, InvalidConfiguration>? { lock.withLock { result } }
+  func set(_ value: Result<Configuration, InvalidConfiguration>) {
+    lock.withLock { result = value }
+  }
 }

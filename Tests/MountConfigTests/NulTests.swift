@@ -56,6 +56,7 @@ import Testing
       let configuration = try parse(Self.mount("environment = { \"A\\u0000B\" = \"x\" }"))
       Issue.record("accepted: \(configuration.mounts)")
     } catch {
+      let error = error.errors[0]
       #expect(error.code == .invalidValue && error.mount == "photos", "\(error)")
       #expect(
         error.description.contains(#"key "environment.A\u0000B""#)

@@ -9,7 +9,7 @@ let mainFile = "/etc/mountsup/mounts.toml"
 let existingAccount = "root"
 let missingAccount = "mountsup-no-such-account"
 
-func parse(_ toml: String) throws(ConfigError) -> Configuration {
+func parse(_ toml: String) throws(InvalidConfiguration) -> Configuration {
   try ConfigLoader.parse(toml: toml, file: mainFile)
 }
 
@@ -23,7 +23,7 @@ func expectConfigError(
   expectConfigError(
     in: mainFile, code: code, mount: mount, key: key, mentions: mentions,
     sourceLocation: sourceLocation
-  ) { () throws(ConfigError) in try parse(toml) }
+  ) { () throws(InvalidConfiguration) in try parse(toml) }
 }
 
 /// Asserts that `load` fails with `code`, naming `file`, `mount` and `key` in fields and message.
@@ -31,7 +31,7 @@ func expectConfigError(
 func expectConfigError(
   in file: String, code: ConfigError.Code, mount: String?, key: String?, mentions: [String] = [],
   sourceLocation: SourceLocation = #_sourceLocation,
-  _ load: () throws(ConfigError) -> Configuration
+  _ load: () throws(InvalidConfiguration) -> Configuration
 ) -> ConfigError? {
   do {
     let configuration = try load()
@@ -40,6 +40,9 @@ func expectConfigError(
       sourceLocation: sourceLocation)
     return nil
   } catch {
+    #expect(
+      error.errors.count == 1, "one error expected: \(error)", sourceLocation: sourceLocation)
+    let error = error.errors[0]
     let text = error.description
     #expect(error.code == code, "\(text)", sourceLocation: sourceLocation)
     #expect(error.file == file, "\(text)", sourceLocation: sourceLocation)
