@@ -142,7 +142,8 @@ public struct InvalidConfiguration: Error, CustomStringConvertible, Equatable, S
   /// The one error; or "N errors:" and each error on a line of its own.
   public var description: String {
     guard errors.count > 1 else { return errors[0].description }
-    return "\(errors.count) errors:\n" + errors.map(\.description).joined(separator: "\n")
+    return "\(counted(errors.count, "error")):\n"
+      + errors.map(\.description).joined(separator: "\n")
   }
 }
 

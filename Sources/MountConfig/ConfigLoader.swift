@@ -173,19 +173,25 @@ public enum ConfigLoader {
     }
     collector.checkCommands(&diagnostics)
     if collector.mounts.isEmpty, diagnostics.errors.isEmpty {
+      let read = files.count == 1 ? "the file" : "any of the \(files.count) files read"
       diagnostics.warnings.append(
         ConfigWarning(
           file: file,
-          message:
-            "no mounts are configured (no [mounts.NAME] table in \(files.count == 1 ? "the file" : "any of the \(files.count) files")): mountsupd supervises nothing until a reload adds some"
-        ))
+          message: "no mounts are configured (no [mounts.NAME] table in \(read)): mountsupd "
+            + "supervises nothing until a reload adds some"))
     }
     guard diagnostics.errors.isEmpty else {
       throw InvalidConfiguration(errors: diagnostics.errors, warnings: diagnostics.warnings)
     }
     let mounts = collector.mounts.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
+    // A drop-in with only comments (an example left disabled) is no source of mounts.
+    let sources = Set(mounts.map(\.sourceFile))
+    let dropIns = files.dropFirst()
     return Configuration(
-      supervisor: supervisor, mounts: mounts, files: files, warnings: diagnostics.warnings)
+      supervisor: supervisor, mounts: mounts,
+      files: [file] + dropIns.filter(sources.contains),
+      dropInsWithoutMounts: dropIns.filter { !sources.contains($0) },
+      warnings: diagnostics.warnings)
   }
 
   /// A drop-in holds only `[mounts.*]` tables: settings of the supervisor stay in one place.

@@ -115,19 +115,38 @@ public struct Configuration: Sendable, Equatable {
   public var supervisor: SupervisorSettings
   /// Sorted by name.
   public var mounts: [MountSpec]
-  /// The files that were read, main file first.
+  /// The files the configuration comes from: the main file, then the drop-ins that define
+  /// mounts, in reading order.
   public var files: [String]
+  /// Drop-ins that were read but define no mount (only comments, such as a disabled example):
+  /// not sources of mounts, so not in ``files``.
+  public var dropInsWithoutMounts: [String]
   /// What looked wrong but is not certain to fail (see ``ConfigWarning``): for the log and for
   /// `mountsupd --check-config`.
   public var warnings: [ConfigWarning]
 
   public init(
     supervisor: SupervisorSettings, mounts: [MountSpec], files: [String],
-    warnings: [ConfigWarning] = []
+    dropInsWithoutMounts: [String] = [], warnings: [ConfigWarning] = []
   ) {
     self.supervisor = supervisor
     self.mounts = mounts
     self.files = files
+    self.dropInsWithoutMounts = dropInsWithoutMounts
     self.warnings = warnings
+  }
+
+  /// "1 mount from FILE" or "3 mounts from FILE, FILE": for a log line about what starts.
+  public var summary: String {
+    "\(counted(mounts.count, "mount")) from \(files.joined(separator: ", "))"
+  }
+}
+
+/// "1 mount", "2 mounts", "no mounts": a count with its noun in the right number.
+public func counted(_ count: Int, _ noun: String, plural: String? = nil) -> String {
+  switch count {
+  case 0: "no \(plural ?? noun + "s")"
+  case 1: "1 \(noun)"
+  default: "\(count) \(plural ?? noun + "s")"
   }
 }
