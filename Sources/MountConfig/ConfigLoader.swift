@@ -260,7 +260,7 @@ struct LoadContext {
   /// Whether `path` is at or inside a FUSE mount, where no check may look (a hung daemon would
   /// block it).
   func isInsideFUSE(_ path: String) -> Bool {
-    resolver.fuseMountpoints.contains { path == $0 || path.hasPrefix($0 == "/" ? "/" : $0 + "/") }
+    isAtOrInside(path, anyOf: resolver.fuseMountpoints)
   }
 }
 
@@ -341,12 +341,11 @@ struct MountCollector {
   /// a program inside another configured mount (mounted first) or inside any FUSE mount is not
   /// looked at.
   func checkCommands(_ diagnostics: inout Diagnostics) {
-    let mountpoints = Array(byMountpoint.keys)
+    let mountpoints = Set(byMountpoint.keys)
     for spec in withCommands {
       guard let program = spec.command.first else { continue }
       let outcome = context.options.commandLookup.check(program) { path in
-        context.isInsideFUSE(path)
-          || (path.hasPrefix("/") && mountpoints.contains { path.hasPrefix($0 + "/") })
+        context.isInsideFUSE(path) || isAtOrInside(path, anyOf: mountpoints)
       }
       guard case .failed(let failure) = outcome else { continue }
       let what: String
@@ -371,6 +370,20 @@ struct MountCollector {
       }
     }
   }
+}
+
+/// Whether absolute `path` is one of `directories` or lies below one: a walk up its ancestors,
+/// so the cost follows the depth of the path, not the number of directories.
+func isAtOrInside(_ path: String, anyOf directories: Set<String>) -> Bool {
+  guard path.hasPrefix("/"), !directories.isEmpty else { return false }
+  if directories.contains("/") { return true }
+  var current = Substring(path)
+  while !current.isEmpty {
+    if directories.contains(String(current)) { return true }
+    guard let slash = current.lastIndex(of: "/") else { break }
+    current = current[..<slash]
+  }
+  return false
 }
 
 /// `path` made absolute against the working directory (when there is one), with `//` and `.`

@@ -98,6 +98,26 @@ import Testing
     #expect(configuration.mounts.count == 2 && configuration.warnings.isEmpty)
   }
 
+  @Test func aProgramInsideAFUSEMountIsNotLookedAt() throws {
+    try withTools { directory in
+      // bin stands in for a FUSE mount: looked at, data would be "not executable".
+      let context = LoadContext(
+        resolver: MountpointResolver(fuseMountpoints: [directory + "/bin"]),
+        options: LoadOptions(
+          missingCommandsAreErrors: true,
+          commandLookup: CommandLookup(searchPath: [directory + "/bin"])))
+      for command in [directory + "/bin/data", "data"] {
+        let configuration = try ConfigLoader.parse(
+          toml: mount("x", command: command), file: mainFile, baseDirectory: nil,
+          context: context)
+        #expect(configuration.warnings.isEmpty, "\(command): \(configuration.warnings)")
+      }
+      #expect(isAtOrInside("/a/b/c", anyOf: ["/a/b"]) && isAtOrInside("/a/b", anyOf: ["/a/b"]))
+      #expect(!isAtOrInside("/a/bc", anyOf: ["/a/b"]) && !isAtOrInside("a/b", anyOf: ["a"]))
+      #expect(isAtOrInside("/x", anyOf: ["/"]))
+    }
+  }
+
   @Test func theDaemonsLookupIsPATHThenItsOwnDirectory() {
     let lookup = CommandLookup.daemon(path: "/usr/bin::/bin", executableDirectory: "/opt/ms")
     #expect(lookup.searchPath == ["/usr/bin", "/bin", "/opt/ms"])
