@@ -63,13 +63,16 @@ public final class ControlClient {
       }
     }
     guard result == 0 else {
-      let code = errno
-      close(fd)
-      throw Self.connectFailure(socketPath, code)
+      // Not closed here: a class whose initializer throws once every property is set still
+      // runs its deinit, which closes it. Closing twice closed whatever another thread had
+      // opened under the same number in between (seen as EBADF in parallel tests).
+      throw Self.connectFailure(socketPath, errno)
     }
   }
 
-  deinit { close(fd) }
+  deinit {
+    if fd >= 0 { close(fd) }
+  }
 
   private static func connectFailure(_ path: String, _ code: Int32) -> ControlClientError {
     let prefix = "cannot reach mountsupd through the control socket \(path)"
