@@ -2,7 +2,9 @@
 #
 #   make                  release build and man pages
 #   make install          as root: binaries to $(BINDIR), the unit to $(UNITDIR), the example
-#                         configuration to /etc/mountsup/ (an existing one is kept), man pages
+#                         configuration to /etc/mountsup/ (an existing one is kept), the
+#                         commented drop-in examples to mounts.d/ as *.toml.example (disabled:
+#                         the include matches *.toml only), man pages
 #   make uninstall        stops and removes all of it except a changed /etc/mountsup/mounts.toml
 #   make install-only     install without building, e.g. debug binaries into a staging root:
 #                         make install-only CONFIGURATION=debug DESTDIR=/tmp/stage
@@ -27,6 +29,8 @@ MD2MAN ?= $(shell command -v go-md2man 2>/dev/null)
 MANBUILD ?= .build-man
 
 BINARIES := mountsupd mountctl mountsup-mirror
+# The commented examples of etc/mountsup/mounts.d, installed disabled as NAME.toml.example.
+EXAMPLES := $(notdir $(wildcard etc/mountsup/mounts.d/*.toml))
 MANSOURCES := $(wildcard docs/*.5.md docs/*.8.md)
 MANPAGES := $(patsubst docs/%.md,$(MANBUILD)/%,$(MANSOURCES))
 CONFIGDIR := $(SYSCONFDIR)/mountsup
@@ -61,6 +65,9 @@ install-only: man
 	  > $(DESTDIR)$(UNITDIR)/mountsupd.service
 	chmod 0644 $(DESTDIR)$(UNITDIR)/mountsupd.service
 	install -d $(DESTDIR)$(CONFIGDIR)/mounts.d
+	for example in $(EXAMPLES); do \
+	  install -m 0644 etc/mountsup/mounts.d/$$example $(DESTDIR)$(CONFIGDIR)/mounts.d/$$example.example; \
+	done
 	@if [ -e $(DESTDIR)$(CONFIGDIR)/mounts.toml ]; then \
 	  echo "kept the existing $(DESTDIR)$(CONFIGDIR)/mounts.toml"; \
 	else \
@@ -89,6 +96,11 @@ endif
 	  echo "rm $(DESTDIR)$(CONFIGDIR)/mounts.toml (the unchanged example)"; \
 	  rm -f $(DESTDIR)$(CONFIGDIR)/mounts.toml; \
 	fi
+	@for example in $(EXAMPLES); do \
+	  if cmp -s etc/mountsup/mounts.d/$$example $(DESTDIR)$(CONFIGDIR)/mounts.d/$$example.example; then \
+	    rm -f $(DESTDIR)$(CONFIGDIR)/mounts.d/$$example.example; \
+	  fi; \
+	done
 	@rmdir $(DESTDIR)$(CONFIGDIR)/mounts.d $(DESTDIR)$(CONFIGDIR) 2>/dev/null \
 	  || echo "kept $(DESTDIR)$(CONFIGDIR) (your configuration)"
 ifneq ($(SYSTEMD_RUNNING),)

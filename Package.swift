@@ -3,7 +3,8 @@ import PackageDescription
 
 let package = Package(
   name: "MountSupervisor",
-  platforms: [.macOS(.v13)],
+  // Linux only: everything imports Glibc and uses Linux interfaces (pidfd, signalfd, epoll,
+  // /proc/self/mountinfo, FUSE). No `platforms:` line, since none of Apple's platforms applies.
   products: [
     .executable(name: "mountsupd", targets: ["mountsupd"]),
     .executable(name: "mountctl", targets: ["mountctl"]),
@@ -27,9 +28,12 @@ let package = Package(
     .target(name: "CLinuxSupport"),
 
     // MARK: Supervisor: config → pure core → Linux runtime → daemon
+    // The duration format ("500ms", "1m30s") of the configuration and of mountctl's options,
+    // without dependencies, so that mountctl does not link TOMLKit for it.
+    .target(name: "MountDuration"),
     .target(
       name: "MountConfig",
-      dependencies: [.product(name: "TOMLKit", package: "TOMLKit")]),
+      dependencies: ["MountDuration", .product(name: "TOMLKit", package: "TOMLKit")]),
     .target(
       name: "MountCore",
       dependencies: ["MountConfig", .product(name: "HeapModule", package: "swift-collections")]),
@@ -42,7 +46,7 @@ let package = Package(
     .executableTarget(
       name: "mountsupd",
       dependencies: [
-        "MountConfig", "MountRuntime",
+        "MountConfig", "MountControl", "MountRuntime",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
         .product(name: "Logging", package: "swift-log"),
       ]),
@@ -52,7 +56,7 @@ let package = Package(
     .executableTarget(
       name: "mountctl",
       dependencies: [
-        "MountControl", "MountConfig",
+        "MountControl", "MountDuration",
         .product(name: "ArgumentParser", package: "swift-argument-parser"),
       ]),
 
@@ -71,7 +75,8 @@ let package = Package(
     .executableTarget(name: "mountsup-testworker", dependencies: ["CFuse3"]),
 
     // MARK: Tests
-    .testTarget(name: "MountConfigTests", dependencies: ["MountConfig"]),
+    .testTarget(
+      name: "MountConfigTests", dependencies: ["MountConfig", "MountDuration", "MountControl"]),
     .testTarget(name: "MountCoreTests", dependencies: ["MountCore"]),
     // The harness of the tests that run mountsupd: sandboxes, the mount table, processes, a
     // NOTIFY_SOCKET, the daemon itself.

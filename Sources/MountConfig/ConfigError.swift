@@ -9,6 +9,8 @@ public struct ConfigError: Error, CustomStringConvertible, Equatable, Sendable {
     enum Storage: String, Hashable, Sendable {
       case fileNotFound = "file not found"
       case unreadableFile = "unreadable file"
+      case notRegularFile = "not a regular file"
+      case fileTooLarge = "file too large"
       case invalidTOML = "invalid TOML"
       case unknownKey = "unknown key"
       case missingKey = "missing key"
@@ -21,6 +23,7 @@ public struct ConfigError: Error, CustomStringConvertible, Equatable, Sendable {
       case duplicateMountpoint = "duplicate mountpoint"
       case misplacedTable = "misplaced table"
       case unknownAccount = "unknown user or group"
+      case commandNotFound = "command not found"
     }
 
     let storage: Storage
@@ -31,8 +34,13 @@ public struct ConfigError: Error, CustomStringConvertible, Equatable, Sendable {
 
     /// The main configuration file does not exist.
     public static var fileNotFound: Self { .init(.fileNotFound) }
-    /// A file exists but cannot be read as UTF-8 text (permissions, a directory, bad encoding).
+    /// A file exists but cannot be read as UTF-8 text (permissions, bad encoding).
     public static var unreadableFile: Self { .init(.unreadableFile) }
+    /// A configuration file (the main file or a drop-in an include matched) is a FIFO, a device,
+    /// a directory or a socket: only regular files are read.
+    public static var notRegularFile: Self { .init(.notRegularFile) }
+    /// A configuration file is larger than ``ConfigLoader/maximumFileSize``.
+    public static var fileTooLarge: Self { .init(.fileTooLarge) }
     /// toml++ rejected the file; ``ConfigError/line`` and ``ConfigError/column`` say where.
     public static var invalidTOML: Self { .init(.invalidTOML) }
     /// A key the schema does not know, usually a typo.
@@ -57,6 +65,9 @@ public struct ConfigError: Error, CustomStringConvertible, Equatable, Sendable {
     public static var misplacedTable: Self { .init(.misplacedTable) }
     /// `user`, `group`, `admin_group` or `status_group` names no account on this machine.
     public static var unknownAccount: Self { .init(.unknownAccount) }
+    /// `command[0]` is not found on the daemon's search path, or is not an executable file
+    /// (an error only where asked for, see ``LoadOptions``; otherwise a ``ConfigWarning``).
+    public static var commandNotFound: Self { .init(.commandNotFound) }
   }
 
   public let code: Code
@@ -88,16 +99,82 @@ public struct ConfigError: Error, CustomStringConvertible, Equatable, Sendable {
 
   /// `FILE[:LINE:COLUMN]: [mount "NAME", ][key "KEY": ]MESSAGE`, the form editors and people read.
   public var description: String {
-    var text = file
-    if let line {
-      text += ":\(line)"
-      if let column { text += ":\(column)" }
+    describeProblem(
+      file: file, line: line, column: column, mount: mount, key: key, message: message)
+  }
+}
+
+/// Something in a valid configuration that is probably a mistake, but not certain to fail:
+/// an include that matches no file, a configuration without mounts, a command that is not
+/// installed yet. Logged at start and reload, printed by `mountsupd --check-config`.
+public struct ConfigWarning: CustomStringConvertible, Equatable, Sendable {
+  public let file: String
+  public let mount: String?
+  public let key: String?
+  public let message: String
+
+  public init(file: String, mount: String? = nil, key: String? = nil, message: String) {
+    self.file = file
+    self.mount = mount
+    self.key = key
+    self.message = message
+  }
+
+  /// The same form as ``ConfigError/description``.
+  public var description: String {
+    describeProblem(file: file, line: nil, column: nil, mount: mount, key: key, message: message)
+  }
+}
+
+/// What a configuration that cannot be used is thrown as: every error found in one pass (so an
+/// operator fixes them all at once, not one per try), and the warnings found along the way.
+public struct InvalidConfiguration: Error, CustomStringConvertible, Equatable, Sendable {
+  /// At least one, in the order the files and mounts were read.
+  public var errors: [ConfigError]
+  public var warnings: [ConfigWarning]
+
+  public init(errors: [ConfigError], warnings: [ConfigWarning] = []) {
+    precondition(!errors.isEmpty, "an invalid configuration has at least one error")
+    self.errors = errors
+    self.warnings = warnings
+  }
+
+  /// The one error; or "N errors:" and each error on a line of its own.
+  public var description: String {
+    guard errors.count > 1 else { return errors[0].description }
+    return "\(counted(errors.count, "error")):\n"
+      + errors.map(\.description).joined(separator: "\n")
+  }
+}
+
+func describeProblem(
+  file: String, line: Int?, column: Int?, mount: String?, key: String?, message: String
+) -> String {
+  var text = file
+  if let line {
+    text += ":\(line)"
+    if let column { text += ":\(column)" }
+  }
+  text += ": "
+  var context: [String] = []
+  if let mount { context.append("mount \(tomlQuoted(mount))") }
+  if let key { context.append("key \(tomlQuoted(key))") }
+  if !context.isEmpty { text += context.joined(separator: ", ") + ": " }
+  return text + message
+}
+
+/// Collects the errors and warnings of one load, so that a mistake does not hide the next.
+struct Diagnostics {
+  var errors: [ConfigError] = []
+  var warnings: [ConfigWarning] = []
+
+  /// Runs one check; its error is kept and the load goes on. Nil when it failed.
+  mutating func check<Value>(_ body: () throws(ConfigError) -> Value) -> Value? {
+    do {
+      return try body()
+    } catch {
+      errors.append(error)
+      return nil
     }
-    text += ": "
-    var context: [String] = []
-    if let mount { context.append("mount \(tomlQuoted(mount))") }
-    if let key { context.append("key \(tomlQuoted(key))") }
-    if !context.isEmpty { text += context.joined(separator: ", ") + ": " }
-    return text + message
   }
 }

@@ -1,24 +1,74 @@
 import TOMLKit
 
+/// How strictly a load checks what only the machine can tell.
+public struct LoadOptions: Sendable {
+  /// Whether a `command[0]` that is not found or not executable now is an error (as
+  /// `mountsupd --check-config` has it) or a warning (at start and reload: the program may be
+  /// installed, or the mount that holds it mounted, before the mount starts; it then fails with
+  /// the runtime's message if it is still missing).
+  public var missingCommandsAreErrors: Bool
+  /// Where a program without a slash is looked for: the daemon's search path by default.
+  public var commandLookup: CommandLookup
+
+  public init(missingCommandsAreErrors: Bool = false, commandLookup: CommandLookup = .daemon()) {
+    self.missingCommandsAreErrors = missingCommandsAreErrors
+    self.commandLookup = commandLookup
+  }
+
+  /// For `mountsupd --check-config`: whatever is certain to fail now is an error.
+  public static func check() -> LoadOptions { LoadOptions(missingCommandsAreErrors: true) }
+}
+
 /// Reads and validates the supervisor's configuration: the main TOML file plus the drop-ins its
 /// `[supervisor] include` globs name.
 ///
 /// Everything is checked before anything is returned, so a configuration either is used whole or
-/// not at all: at start a ``ConfigError`` means exit non-zero, at reload it means change nothing.
+/// not at all: at start an ``InvalidConfiguration`` means exit non-zero, at reload it means
+/// change nothing. Every error is reported, not only the first: a mistake in one key, mount or
+/// file does not stop the others from being checked.
 public enum ConfigLoader {
   /// Keys of the `[supervisor]` table.
   static let supervisorKeys = ["control_socket", "include", "admin_group", "status_group"]
 
+  /// The largest configuration file (main file or drop-in) that is read: 1 MiB, far more than
+  /// any list of mounts needs, and small enough to read at once on the event loop.
+  public static let maximumFileSize = 1 << 20
+
+  /// Directories of the kernel's own filesystems where no mount belongs.
+  static let kernelDirectories = ["/proc", "/sys", "/dev"]
+
   /// Loads the main file at `path` (made absolute against the working directory) and its includes.
-  public static func load(path: String = Configuration.defaultPath) throws(ConfigError)
-    -> Configuration
-  {
+  public static func load(
+    path: String = Configuration.defaultPath, options: LoadOptions = LoadOptions()
+  ) throws(InvalidConfiguration) -> Configuration {
     let file = absoluteFilePath(path)
-    switch SystemAccess.readTextFile(file) {
+    let text: String
+    do {
+      text = try readFile(file, notFound: "the file does not exist")
+    } catch {
+      throw InvalidConfiguration(errors: [error])
+    }
+    return try parse(toml: text, file: file, options: options)
+  }
+
+  /// The text of a configuration file: a regular file of at most ``maximumFileSize`` bytes.
+  static func readFile(
+    _ file: String, notFound: String, notFoundCode: ConfigError.Code = .fileNotFound
+  ) throws(ConfigError) -> String {
+    switch SystemAccess.readTextFile(file, limit: maximumFileSize) {
     case .success(let text):
-      return try parse(toml: text, file: file)
+      return text
     case .failure(.notFound):
-      throw ConfigError(code: .fileNotFound, file: file, message: "the file does not exist")
+      throw ConfigError(code: notFoundCode, file: file, message: notFound)
+    case .failure(.notRegular(let kind)):
+      throw ConfigError(
+        code: .notRegularFile, file: file,
+        message: "is \(kind), not a regular file; only regular files are read as configuration")
+    case .failure(.tooLarge(let size)):
+      throw ConfigError(
+        code: .fileTooLarge, file: file,
+        message: "is too large (\(size) bytes; a configuration file may have at most "
+          + "\(maximumFileSize) bytes, 1 MiB)")
     case .failure(.failed(let reason)):
       throw ConfigError(
         code: .unreadableFile, file: file, message: "cannot read the file: \(reason)")
@@ -29,18 +79,38 @@ public enum ConfigLoader {
   ///
   /// Includes are still read from disk, relative to `baseDirectory` (by default the directory of
   /// `file`), so tests can feed a string and drop-ins from a temporary directory.
-  public static func parse(toml: String, file: String, baseDirectory: String? = nil)
-    throws(ConfigError) -> Configuration
+  public static func parse(
+    toml: String, file: String, baseDirectory: String? = nil,
+    options: LoadOptions = LoadOptions()
+  ) throws(InvalidConfiguration) -> Configuration {
+    try parse(
+      toml: toml, file: file, baseDirectory: baseDirectory,
+      context: .current(options: options))
+  }
+
+  /// The same with what the machine looks like given (tests give FUSE mountpoints).
+  static func parse(toml: String, file: String, baseDirectory: String?, context: LoadContext)
+    throws(InvalidConfiguration) -> Configuration
   {
     let file = cleanedFilePath(file)
-    let root = TableReader(try parseTOML(toml, file: file), file: file)
-    try root.rejectUnknownKeys(["supervisor", "mounts"])
+    var diagnostics = Diagnostics()
+    let root: TableReader
+    do {
+      root = TableReader(try parseTOML(toml, file: file), file: file)
+    } catch {
+      // Nothing of a file that does not parse can be checked.
+      throw InvalidConfiguration(errors: [error])
+    }
+    diagnostics.errors += root.unknownKeyErrors(["supervisor", "mounts"])
 
     var supervisor = SupervisorSettings()
     var includes: [String] = []
-    if let section = try root.table("supervisor") {
-      try section.rejectUnknownKeys(supervisorKeys)
-      if let socket = try section.string("control_socket") {
+    if let section = diagnostics.check({ () throws(ConfigError) in try root.table("supervisor") })
+      ?? nil
+    {
+      diagnostics.errors += section.unknownKeyErrors(supervisorKeys)
+      diagnostics.check { () throws(ConfigError) in
+        guard let socket = try section.string("control_socket") else { return }
         switch normalizedPath(socket, absolute: true) {
         case .success("/"):
           throw section.error(.invalidPath, key: "control_socket", "\"/\" cannot be a socket")
@@ -49,16 +119,24 @@ public enum ConfigLoader {
           throw section.error(.invalidPath, key: "control_socket", problem.message)
         }
       }
-      supervisor.adminGroup = try existingGroup(section, "admin_group")
-      supervisor.statusGroup = try existingGroup(section, "status_group")
-      includes = try section.stringArray("include") ?? []
+      supervisor.adminGroup =
+        diagnostics.check { () throws(ConfigError) in try existingGroup(section, "admin_group") }
+        ?? nil
+      supervisor.statusGroup =
+        diagnostics.check { () throws(ConfigError) in try existingGroup(section, "status_group") }
+        ?? nil
+      includes =
+        diagnostics.check { () throws(ConfigError) in try section.stringArray("include") ?? [] }
+        ?? []
       if includes.contains("") {
-        throw section.error(.invalidValue, key: "include", "an include pattern must not be empty")
+        diagnostics.errors.append(
+          section.error(.invalidValue, key: "include", "an include pattern must not be empty"))
+        includes.removeAll { $0.isEmpty }
       }
     }
 
-    var collector = MountCollector()
-    try collector.add(mountsOf: root)
+    var collector = MountCollector(context: context)
+    collector.add(mountsOf: root, &diagnostics)
     var files = [file]
     let directory = baseDirectory ?? directoryName(of: file)
     for pattern in includes {
@@ -68,48 +146,83 @@ public enum ConfigLoader {
       switch SystemAccess.glob(fullPattern) {
       case .success(let paths): matches = paths
       case .failure(let failure):
-        throw ConfigError(
-          code: .unreadableFile, file: file, key: "supervisor.include",
-          message: "cannot expand \(tomlQuoted(fullPattern)): \(failure.reason)")
+        diagnostics.errors.append(
+          ConfigError(
+            code: .unreadableFile, file: file, key: "supervisor.include",
+            message: "cannot expand \(tomlQuoted(fullPattern)): \(failure.reason)"))
+        continue
+      }
+      if matches.isEmpty {
+        diagnostics.warnings.append(
+          ConfigWarning(
+            file: file, key: "supervisor.include",
+            message:
+              "\(tomlQuoted(pattern)) matches no file (looked for \(tomlQuoted(fullPattern)))"
+          ))
       }
       // Overlapping patterns (or one that matches the main file) read each file once.
       for path in matches.map(cleanedFilePath) where !files.contains(path) {
         files.append(path)
-        try collector.add(mountsOf: try readDropIn(path, mainFile: file))
+        do {
+          let dropIn = try readDropIn(path, mainFile: file, &diagnostics)
+          collector.add(mountsOf: dropIn, &diagnostics)
+        } catch {
+          diagnostics.errors.append(error)
+        }
       }
     }
+    collector.checkCommands(&diagnostics)
+    if collector.mounts.isEmpty, diagnostics.errors.isEmpty {
+      let read = files.count == 1 ? "the file" : "any of the \(files.count) files read"
+      diagnostics.warnings.append(
+        ConfigWarning(
+          file: file,
+          message: "no mounts are configured (no [mounts.NAME] table in \(read)): mountsupd "
+            + "supervises nothing until a reload adds some"))
+    }
+    guard diagnostics.errors.isEmpty else {
+      throw InvalidConfiguration(errors: diagnostics.errors, warnings: diagnostics.warnings)
+    }
     let mounts = collector.mounts.sorted { $0.name.utf8.lexicographicallyPrecedes($1.name.utf8) }
-    return Configuration(supervisor: supervisor, mounts: mounts, files: files)
+    // A drop-in with only comments (an example left disabled) is no source of mounts.
+    let sources = Set(mounts.map(\.sourceFile))
+    let dropIns = files.dropFirst()
+    return Configuration(
+      supervisor: supervisor, mounts: mounts,
+      files: [file] + dropIns.filter(sources.contains),
+      dropInsWithoutMounts: dropIns.filter { !sources.contains($0) },
+      warnings: diagnostics.warnings)
   }
 
   /// A drop-in holds only `[mounts.*]` tables: settings of the supervisor stay in one place.
-  private static func readDropIn(_ path: String, mainFile: String) throws(ConfigError)
-    -> TableReader
-  {
-    let text: String
-    switch SystemAccess.readTextFile(path) {
-    case .success(let contents): text = contents
-    case .failure(.notFound):
-      throw ConfigError(
-        code: .unreadableFile, file: path,
-        message: "cannot read the file: it does not exist (a dangling symlink?)")
-    case .failure(.failed(let reason)):
-      throw ConfigError(
-        code: .unreadableFile, file: path, message: "cannot read the file: \(reason)")
-    }
+  /// Throws when it cannot be read or parsed; other mistakes go to `diagnostics`.
+  private static func readDropIn(
+    _ path: String, mainFile: String, _ diagnostics: inout Diagnostics
+  ) throws(ConfigError) -> TableReader {
+    let text = try readFile(
+      path, notFound: "cannot read the file: it does not exist (a dangling symlink?)",
+      notFoundCode: .unreadableFile)
     let root = TableReader(try parseTOML(text, file: path), file: path)
     if root.contains("supervisor") {
-      throw root.error(
-        .misplacedTable, key: "supervisor",
-        "a drop-in may only define [mounts.NAME] tables; move [supervisor] to \(mainFile)")
+      diagnostics.errors.append(
+        root.error(
+          .misplacedTable, key: "supervisor",
+          "a drop-in may only define [mounts.NAME] tables; move [supervisor] to \(mainFile)"))
     }
-    try root.rejectUnknownKeys(["mounts"])
+    diagnostics.errors += root.unknownKeyErrors(["mounts"], alsoAllowed: ["supervisor"])
     return root
   }
 
   private static func parseTOML(_ text: String, file: String) throws(ConfigError) -> TOMLTable {
+    // The text goes to toml++ as a C string: a raw NUL byte would end the file there, silently.
+    if let (line, column) = NulEscapes.rawNul(in: text) {
+      throw ConfigError(
+        code: .invalidTOML, file: file,
+        message: "invalid TOML: a NUL byte; TOML text cannot contain one (write \\u0000 in a "
+          + "string, which is rejected as well)", line: line, column: column)
+    }
     do {
-      return try TOMLTable(string: text)
+      return try TOMLTable(string: NulEscapes.mark(text))
     } catch let error as TOMLParseError {
       throw ConfigError(
         code: .invalidTOML, file: file, message: "invalid TOML: \(error.description)",
@@ -132,42 +245,145 @@ public enum ConfigLoader {
   }
 }
 
-/// Gathers the mounts of all files in reading order, rejecting names and mountpoints seen before.
-private struct MountCollector {
-  var mounts: [MountSpec] = []
-  private var byName: [String: MountSpec] = [:]
-  private var byMountpoint: [String: MountSpec] = [:]
+/// What validation asks of the machine, gathered once per load.
+struct LoadContext {
+  var resolver: MountpointResolver
+  var options = LoadOptions()
 
-  mutating func add(mountsOf root: TableReader) throws(ConfigError) {
-    guard let section = try root.table("mounts") else { return }
+  /// The machine as it is now.
+  static func current(options: LoadOptions = LoadOptions()) -> LoadContext {
+    LoadContext(
+      resolver: MountpointResolver(fuseMountpoints: SystemAccess.fuseMountpoints()),
+      options: options)
+  }
+
+  /// Whether `path` is at or inside a FUSE mount, where no check may look (a hung daemon would
+  /// block it).
+  func isInsideFUSE(_ path: String) -> Bool {
+    isAtOrInside(path, anyOf: resolver.fuseMountpoints)
+  }
+}
+
+/// Gathers the mounts of all files in reading order, rejecting names and mountpoints seen before.
+struct MountCollector {
+  let context: LoadContext
+  var mounts: [MountSpec] = []
+  /// The file of every mount name seen, valid or not.
+  var definedIn: [String: String] = [:]
+  /// Every mount whose command is known, valid or not: their programs are looked up at the end.
+  var withCommands: [MountSpec] = []
+  var byMountpoint: [String: MountSpec] = [:]
+
+  init(context: LoadContext) {
+    self.context = context
+  }
+
+  mutating func add(mountsOf root: TableReader, _ diagnostics: inout Diagnostics) {
+    guard
+      let section = diagnostics.check({ () throws(ConfigError) in try root.table("mounts") })
+        ?? nil
+    else { return }
     for (name, value) in section.table {
+      guard !NulEscapes.containsNul(name) else {
+        diagnostics.errors.append(
+          ConfigError(
+            code: .invalidValue, file: root.file, mount: name,
+            message: "the mount name contains a NUL character (\\u0000)"))
+        continue
+      }
       guard isValidMountName(name) else {
-        throw ConfigError(
-          code: .invalidValue, file: root.file, mount: name,
-          message: "invalid mount name: use letters, digits and \"_.@-\", starting with a letter"
-            + " or digit (the name appears in logs and paths)")
+        diagnostics.errors.append(
+          ConfigError(
+            code: .invalidValue, file: root.file, mount: name,
+            message: "invalid mount name: use letters, digits and \"_.@-\", starting with a letter"
+              + " or digit (the name appears in logs and paths)"))
+        continue
       }
-      if let earlier = byName[name] {
-        throw ConfigError(
-          code: .duplicateName, file: root.file, mount: name,
-          message: "a mount of this name is already defined in \(earlier.sourceFile)")
+      if let earlier = definedIn[name] {
+        diagnostics.errors.append(
+          ConfigError(
+            code: .duplicateName, file: root.file, mount: name,
+            message: "a mount of this name is already defined in \(earlier)"))
+        continue
       }
+      definedIn[name] = root.file
       guard let table = value.table else {
-        throw section.wrongType(name, expected: "a table", value)
+        diagnostics.errors.append(section.wrongType(name, expected: "a table", value))
+        continue
       }
       let mount = TableReader(table, file: root.file, mount: name)
-      let spec = try MountSpec(name: name, reading: mount)
+      let decoded = MountSpec.decode(
+        name: name, reading: mount, context: context, diagnostics: &diagnostics)
+      let spec = decoded.spec
+      if decoded.hasCommand { withCommands.append(spec) }
+      guard decoded.hasMountpoint else { continue }
       if let other = byMountpoint[spec.mountpoint] {
-        throw mount.error(
-          .duplicateMountpoint, key: "mountpoint",
-          "\(tomlQuoted(spec.mountpoint)) is already the mountpoint of mount"
-            + " \(tomlQuoted(other.name)) in \(other.sourceFile)")
+        // Compared after resolving symlinks: two spellings of one directory are one mountpoint.
+        let resolved = spec.mountpointAsWritten ?? other.mountpointAsWritten
+        diagnostics.errors.append(
+          mount.error(
+            .duplicateMountpoint, key: "mountpoint",
+            "\(tomlQuoted(spec.mountpoint)) is already the mountpoint of mount"
+              + " \(tomlQuoted(other.name)) in \(other.sourceFile)"
+              + (resolved == nil
+                ? ""
+                : " (written \(tomlQuoted(spec.mountpointAsWritten ?? spec.mountpoint)) here and "
+                  + "\(tomlQuoted(other.mountpointAsWritten ?? other.mountpoint)) there; both "
+                  + "resolve to the same directory)")))
+        continue
       }
-      byName[name] = spec
       byMountpoint[spec.mountpoint] = spec
-      mounts.append(spec)
+      if decoded.isValid { mounts.append(spec) }
     }
   }
+
+  /// Looks up every mount's `command[0]` as the daemon would run it, once all mounts are known:
+  /// a program inside another configured mount (mounted first) or inside any FUSE mount is not
+  /// looked at.
+  func checkCommands(_ diagnostics: inout Diagnostics) {
+    let mountpoints = Set(byMountpoint.keys)
+    for spec in withCommands {
+      guard let program = spec.command.first else { continue }
+      let outcome = context.options.commandLookup.check(program) { path in
+        context.isInsideFUSE(path) || isAtOrInside(path, anyOf: mountpoints)
+      }
+      guard case .failed(let failure) = outcome else { continue }
+      let what: String
+      if case .notFound(let command, let searched) = failure {
+        what =
+          "command[0] \(tomlQuoted(command)) is not found on mountsupd's search path (its PATH, "
+          + "then its own directory: \(searched.joined(separator: ":"))); install it or give "
+          + "its absolute path"
+      } else {
+        what = "command[0] \(failure)"
+      }
+      if context.options.missingCommandsAreErrors {
+        diagnostics.errors.append(
+          ConfigError(
+            code: .commandNotFound, file: spec.sourceFile, mount: spec.name, key: "command",
+            message: what))
+      } else {
+        diagnostics.warnings.append(
+          ConfigWarning(
+            file: spec.sourceFile, mount: spec.name, key: "command",
+            message: what + "; the mount will fail to start unless that changes by then"))
+      }
+    }
+  }
+}
+
+/// Whether absolute `path` is one of `directories` or lies below one: a walk up its ancestors,
+/// so the cost follows the depth of the path, not the number of directories.
+func isAtOrInside(_ path: String, anyOf directories: Set<String>) -> Bool {
+  guard path.hasPrefix("/"), !directories.isEmpty else { return false }
+  if directories.contains("/") { return true }
+  var current = Substring(path)
+  while !current.isEmpty {
+    if directories.contains(String(current)) { return true }
+    guard let slash = current.lastIndex(of: "/") else { break }
+    current = current[..<slash]
+  }
+  return false
 }
 
 /// `path` made absolute against the working directory (when there is one), with `//` and `.`

@@ -11,111 +11,214 @@ extension MountSpec {
     name.hasPrefix("MOUNTSUP_") || name == "NOTIFY_SOCKET"
   }
 
+  /// One mount table as decoded: the spec is usable only when `isValid`; its mountpoint is
+  /// known (for the duplicate check) when `hasMountpoint`, even if another key was wrong.
+  struct Decoded {
+    var spec: MountSpec
+    var isValid: Bool
+    var hasMountpoint: Bool
+    /// Its command is known (for the lookup of its program), even if another key was wrong.
+    var hasCommand: Bool
+  }
+
   /// Validates one `[mounts.NAME]` table and resolves it: defaults filled in, the mountpoint
-  /// normalised, `{mountpoint}` and `{name}` substituted.
-  init(name: String, reading table: TableReader) throws(ConfigError) {
-    try table.rejectUnknownKeys(Self.knownKeys)
-    self.init(name: name, mountpoint: "", command: [], sourceFile: table.file)
+  /// normalised and resolved, `{mountpoint}` and `{name}` substituted. Every mistake goes to
+  /// `diagnostics`, one per key.
+  static func decode(
+    name: String, reading table: TableReader, context: LoadContext,
+    diagnostics: inout Diagnostics
+  ) -> Decoded {
+    let errorsBefore = diagnostics.errors.count
+    diagnostics.errors += table.unknownKeyErrors(Self.knownKeys)
+    var spec = MountSpec(name: name, mountpoint: "", command: [], sourceFile: table.file)
 
-    guard let mountpoint = try table.string("mountpoint") else {
-      throw table.error(
-        .missingKey, key: "mountpoint", "required key is missing (the absolute path to mount on)")
+    var hasMountpoint = false
+    if let (resolved, written) = diagnostics.check({ () throws(ConfigError) in
+      try decodeMountpoint(table, context: context)
+    }) {
+      spec.mountpoint = resolved
+      if resolved != written { spec.mountpointAsWritten = written }
+      hasMountpoint = true
     }
-    switch normalizedPath(mountpoint, absolute: true) {
-    case .success("/"):
-      throw table.error(.invalidPath, key: "mountpoint", "\"/\" cannot be a mountpoint")
-    case .success(let path): self.mountpoint = path
-    case .failure(let problem): throw table.error(.invalidPath, key: "mountpoint", problem.message)
-    }
-    let placeholders = ["mountpoint": self.mountpoint, "name": name]
+    let placeholders = ["mountpoint": spec.mountpoint, "name": name]
 
-    guard let command = try table.stringArray("command") else {
-      throw table.error(
-        .missingKey, key: "command",
-        "required key is missing (the worker's argv, e.g."
-          + " [\"mountsup-mirror\", \"/srv/data\", \"{mountpoint}\"])")
+    diagnostics.check { () throws(ConfigError) in
+      guard let command = try table.stringArray("command") else {
+        throw table.error(
+          .missingKey, key: "command",
+          "required key is missing (the worker's argv, e.g."
+            + " [\"mountsup-mirror\", \"/srv/data\", \"{mountpoint}\"])")
+      }
+      guard let program = command.first else {
+        throw table.error(
+          .emptyCommand, key: "command", "is empty; give at least the program to run")
+      }
+      guard !program.isEmpty else {
+        throw table.error(.emptyCommand, key: "command", "command[0], the program to run, is empty")
+      }
+      spec.command = command.map { substitutePlaceholders(in: $0, placeholders) }
     }
-    guard let program = command.first else {
-      throw table.error(.emptyCommand, key: "command", "is empty; give at least the program to run")
-    }
-    guard !program.isEmpty else {
-      throw table.error(.emptyCommand, key: "command", "command[0], the program to run, is empty")
-    }
-    self.command = command.map { substitutePlaceholders(in: $0, placeholders) }
 
-    if let readiness = try table.oneOf("readiness", ReadinessMode.self) {
-      self.readiness = readiness
+    let readiness = diagnostics.check { () throws(ConfigError) in
+      try table.oneOf("readiness", ReadinessMode.self)
     }
-    if let probePath = try table.string("probe_path") {
-      guard readiness == .probe else {
+    if let readiness { spec.readiness = readiness ?? spec.readiness }
+    diagnostics.check { () throws(ConfigError) in
+      guard let probePath = try table.string("probe_path") else { return }
+      // With an invalid readiness, whether probe_path belongs is unknown: not a second error.
+      guard spec.readiness == .probe || readiness == nil else {
         throw table.error(
           .invalidValue, key: "probe_path",
           "only used with readiness = \"probe\", but this mount has readiness = "
-            + tomlQuoted(readiness.rawValue))
+            + tomlQuoted(spec.readiness.rawValue))
       }
       switch normalizedPath(probePath, absolute: false) {
-      case .success(let path): self.probePath = path
+      case .success(let path): spec.probePath = path
       case .failure(let problem):
         throw table.error(.invalidPath, key: "probe_path", problem.message)
       }
     }
-    if let restart = try table.oneOf("restart", RestartPolicy.self) { self.restart = restart }
-    if let required = try table.bool("required") { self.required = required }
-    if let timeout = try table.duration("start_timeout") { startTimeout = timeout }
-    if let timeout = try table.duration("stop_timeout") { stopTimeout = timeout }
-    if let delay = try table.duration("restart_delay", allowZero: true) { restartDelay = delay }
-    if let delay = try table.duration("restart_delay_max") { restartDelayMax = delay }
-    guard restartDelayMax >= restartDelay else {
-      throw table.error(
-        .invalidDuration, key: "restart_delay_max",
-        "\(formatDuration(restartDelayMax)) is shorter than restart_delay"
-          + " (\(formatDuration(restartDelay))); the delay only grows up to this")
+    diagnostics.check { () throws(ConfigError) in
+      if let restart = try table.oneOf("restart", RestartPolicy.self) { spec.restart = restart }
     }
-    if let burst = try table.int("start_limit_burst") {
+    diagnostics.check { () throws(ConfigError) in
+      if let required = try table.bool("required") { spec.required = required }
+    }
+    diagnostics.check { () throws(ConfigError) in
+      if let timeout = try table.duration("start_timeout") { spec.startTimeout = timeout }
+    }
+    diagnostics.check { () throws(ConfigError) in
+      if let timeout = try table.duration("stop_timeout") { spec.stopTimeout = timeout }
+    }
+    let delay = diagnostics.check { () throws(ConfigError) in
+      if let delay = try table.duration("restart_delay", allowZero: true) {
+        spec.restartDelay = delay
+      }
+    }
+    let delayMax = diagnostics.check { () throws(ConfigError) in
+      if let delay = try table.duration("restart_delay_max") { spec.restartDelayMax = delay }
+    }
+    if delay != nil, delayMax != nil, spec.restartDelayMax < spec.restartDelay {
+      diagnostics.errors.append(
+        table.error(
+          .invalidDuration, key: "restart_delay_max",
+          "\(formatDuration(spec.restartDelayMax)) is shorter than restart_delay"
+            + " (\(formatDuration(spec.restartDelay))); the delay only grows up to this"))
+    }
+    diagnostics.check { () throws(ConfigError) in
+      guard let burst = try table.int("start_limit_burst") else { return }
       guard burst >= 1 else {
         throw table.error(
           .invalidValue, key: "start_limit_burst", "must be at least 1, found \(burst)")
       }
-      startLimitBurst = burst
+      spec.startLimitBurst = burst
     }
-    if let interval = try table.duration("start_limit_interval") { startLimitInterval = interval }
+    diagnostics.check { () throws(ConfigError) in
+      if let interval = try table.duration("start_limit_interval") {
+        spec.startLimitInterval = interval
+      }
+    }
 
-    if let user = try table.string("user") {
+    diagnostics.check { () throws(ConfigError) in
+      guard let user = try table.string("user") else { return }
       guard SystemAccess.userExists(user) else {
         throw table.error(
           .unknownAccount, key: "user",
           "no user \(tomlQuoted(user)) exists on this machine (getpwnam)")
       }
-      self.user = user
+      spec.user = user
     }
-    if let group = try table.string("group") {
+    diagnostics.check { () throws(ConfigError) in
+      guard let group = try table.string("group") else { return }
       guard SystemAccess.groupExists(group) else {
         throw table.error(
           .unknownAccount, key: "group",
           "no group \(tomlQuoted(group)) exists on this machine (getgrnam)")
       }
-      self.group = group
+      spec.group = group
     }
 
-    if let environment = try table.table("environment") {
+    if let environment = diagnostics.check({ () throws(ConfigError) in
+      try table.table("environment")
+    }) ?? nil {
       for variable in environment.keys {
-        if variable.isEmpty || variable.contains("=") {
-          throw environment.error(
-            .invalidValue, key: variable,
-            "\(tomlQuoted(variable)) is not a valid environment variable name"
-              + " (it must be non-empty and contain no \"=\")")
-        }
-        if Self.isReservedEnvironmentName(variable) {
-          throw environment.error(
-            .invalidValue, key: variable,
-            "is set by the supervisor for every worker (MOUNTSUP_*, NOTIFY_SOCKET)"
-              + " and cannot be configured")
-        }
-        if let value = try environment.string(variable) {
-          self.environment[variable] = substitutePlaceholders(in: value, placeholders)
+        diagnostics.check { () throws(ConfigError) in
+          if NulEscapes.containsNul(variable) {
+            throw environment.nulError(variable, "the variable name")
+          }
+          if variable.isEmpty || variable.contains("=") {
+            throw environment.error(
+              .invalidValue, key: variable,
+              "\(tomlQuoted(variable)) is not a valid environment variable name"
+                + " (it must be non-empty and contain no \"=\")")
+          }
+          if Self.isReservedEnvironmentName(variable) {
+            throw environment.error(
+              .invalidValue, key: variable,
+              "is set by the supervisor for every worker (MOUNTSUP_*, NOTIFY_SOCKET)"
+                + " and cannot be configured")
+          }
+          if let value = try environment.string(variable) {
+            spec.environment[variable] = substitutePlaceholders(in: value, placeholders)
+          }
         }
       }
     }
+    return Decoded(
+      spec: spec, isValid: diagnostics.errors.count == errorsBefore, hasMountpoint: hasMountpoint,
+      hasCommand: !spec.command.isEmpty)
+  }
+
+  /// The mountpoint, normalised, then resolved through symlinks (see ``MountpointResolver``),
+  /// and never `/`, nor in `/proc`, `/sys` or `/dev`: (resolved, as written).
+  private static func decodeMountpoint(_ table: TableReader, context: LoadContext)
+    throws(ConfigError) -> (String, String)
+  {
+    guard let mountpoint = try table.string("mountpoint") else {
+      throw table.error(
+        .missingKey, key: "mountpoint", "required key is missing (the absolute path to mount on)")
+    }
+    let written: String
+    switch normalizedPath(mountpoint, absolute: true) {
+    case .success("/"):
+      throw table.error(.invalidPath, key: "mountpoint", "\"/\" cannot be a mountpoint")
+    case .success(let path): written = path
+    case .failure(let problem): throw table.error(.invalidPath, key: "mountpoint", problem.message)
+    }
+    let resolved: String
+    switch context.resolver.resolve(written) {
+    case .success(let path):
+      resolved = path
+    case .failure(.symlinkLoop):
+      throw table.error(
+        .invalidPath, key: "mountpoint",
+        "\(tomlQuoted(written)) cannot be resolved: too many levels of symbolic links")
+    case .failure(.notADirectory(let path, let kind, isMountpoint: true)):
+      throw table.error(
+        .invalidPath, key: "mountpoint",
+        "\(tomlQuoted(written))\(path == written ? "" : " (resolved: \(tomlQuoted(path)))") is "
+          + "\(kind), not a directory; a mountpoint must be a directory (it is created when "
+          + "missing)")
+    case .failure(.notADirectory(let path, let kind, isMountpoint: false)):
+      throw table.error(
+        .invalidPath, key: "mountpoint",
+        "\(tomlQuoted(written)) lies under \(tomlQuoted(path)), which is \(kind), not a directory")
+    }
+    let through = resolved == written ? "" : " (through symlinks: \(tomlQuoted(resolved)))"
+    if resolved == "/" {
+      throw table.error(
+        .invalidPath, key: "mountpoint",
+        "\(tomlQuoted(written)) is \"/\"\(through), which cannot be a mountpoint")
+    }
+    if let area = ConfigLoader.kernelDirectories.first(where: {
+      resolved == $0 || resolved.hasPrefix($0 + "/")
+    }) {
+      throw table.error(
+        .invalidPath, key: "mountpoint",
+        "\(tomlQuoted(written)) lies in \(area)\(through), which belongs to the kernel (/proc, "
+          + "/sys and /dev are no place for a FUSE mount); use a directory such as /mnt/NAME")
+    }
+    return (resolved, written)
   }
 }
 

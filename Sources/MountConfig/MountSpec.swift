@@ -23,8 +23,12 @@ public enum RestartPolicy: String, Sendable, Equatable, CaseIterable {
 public struct MountSpec: Sendable, Equatable {
   /// The table key under `[mounts]`; names the mount in logs, status and `mountctl`.
   public var name: String
-  /// Absolute, normalised (no trailing slash, no `.`/`..` components).
+  /// Absolute, normalised (no trailing slash, no `.`/`..` components), and resolved through the
+  /// symlinks of its existing part: the path at which mountinfo shows the mount.
   public var mountpoint: String
+  /// The mountpoint as the configuration wrote it (normalised), when resolving symlinks changed
+  /// it; nil when it is ``mountpoint``. For messages only.
+  public var mountpointAsWritten: String?
   /// The worker's argv; `command[0]` is resolved through `PATH` at spawn time.
   public var command: [String]
   public var readiness: ReadinessMode
@@ -53,10 +57,11 @@ public struct MountSpec: Sendable, Equatable {
     restartDelay: Duration = .milliseconds(100), restartDelayMax: Duration = .seconds(30),
     startLimitBurst: Int = 5, startLimitInterval: Duration = .seconds(60),
     user: String? = nil, group: String? = nil, environment: [String: String] = [:],
-    sourceFile: String = ""
+    sourceFile: String = "", mountpointAsWritten: String? = nil
   ) {
     self.name = name
     self.mountpoint = mountpoint
+    self.mountpointAsWritten = mountpointAsWritten
     self.command = command
     self.readiness = readiness
     self.probePath = probePath
@@ -110,12 +115,38 @@ public struct Configuration: Sendable, Equatable {
   public var supervisor: SupervisorSettings
   /// Sorted by name.
   public var mounts: [MountSpec]
-  /// The files that were read, main file first.
+  /// The files the configuration comes from: the main file, then the drop-ins that define
+  /// mounts, in reading order.
   public var files: [String]
+  /// Drop-ins that were read but define no mount (only comments, such as a disabled example):
+  /// not sources of mounts, so not in ``files``.
+  public var dropInsWithoutMounts: [String]
+  /// What looked wrong but is not certain to fail (see ``ConfigWarning``): for the log and for
+  /// `mountsupd --check-config`.
+  public var warnings: [ConfigWarning]
 
-  public init(supervisor: SupervisorSettings, mounts: [MountSpec], files: [String]) {
+  public init(
+    supervisor: SupervisorSettings, mounts: [MountSpec], files: [String],
+    dropInsWithoutMounts: [String] = [], warnings: [ConfigWarning] = []
+  ) {
     self.supervisor = supervisor
     self.mounts = mounts
     self.files = files
+    self.dropInsWithoutMounts = dropInsWithoutMounts
+    self.warnings = warnings
+  }
+
+  /// "1 mount from FILE" or "3 mounts from FILE, FILE": for a log line about what starts.
+  public var summary: String {
+    "\(counted(mounts.count, "mount")) from \(files.joined(separator: ", "))"
+  }
+}
+
+/// "1 mount", "2 mounts", "no mounts": a count with its noun in the right number.
+public func counted(_ count: Int, _ noun: String, plural: String? = nil) -> String {
+  switch count {
+  case 0: "no \(plural ?? noun + "s")"
+  case 1: "1 \(noun)"
+  default: "\(count) \(plural ?? noun + "s")"
   }
 }

@@ -6,8 +6,12 @@ extension Configuration {
   /// The output is itself valid TOML (unset optional keys appear as comments, include files as
   /// comments), so it can be diffed, or saved as a single-file configuration.
   public func renderResolved() -> String {
-    var lines = ["# Resolved from:"]
+    var lines = ["# \(counted(mounts.count, "mount")), resolved from:"]
     lines += files.map { "#   " + tomlEscaped($0) }
+    if !dropInsWithoutMounts.isEmpty {
+      lines.append("# Read, but defining no mounts:")
+      lines += dropInsWithoutMounts.map { "#   " + tomlEscaped($0) }
+    }
     lines += ["", "[supervisor]"]
     lines += renderFields([
       ("control_socket", tomlQuoted(supervisor.controlSocket)),
@@ -16,6 +20,9 @@ extension Configuration {
     ])
     for mount in mounts {
       lines += ["", "[mounts.\(tomlKey(mount.name))]", "# from " + tomlEscaped(mount.sourceFile)]
+      if let written = mount.mountpointAsWritten {
+        lines.append("# mountpoint written as \(tomlQuoted(written)), resolved through symlinks")
+      }
       lines += renderFields([
         ("mountpoint", tomlQuoted(mount.mountpoint)),
         ("command", "[" + mount.command.map(tomlQuoted).joined(separator: ", ") + "]"),

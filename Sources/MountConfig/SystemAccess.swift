@@ -4,6 +4,10 @@ import Glibc
 enum SystemAccess {
   enum ReadFailure: Error {
     case notFound
+    /// A FIFO, a device, a directory or a socket: what it is, e.g. "a FIFO".
+    case notRegular(String)
+    /// Larger than the limit; the size seen.
+    case tooLarge(Int64)
     case failed(String)
   }
 
@@ -11,14 +15,29 @@ enum SystemAccess {
     let reason: String
   }
 
-  /// The whole file as UTF-8 text; errno is kept so that "does not exist" can be told apart.
-  static func readTextFile(_ path: String) -> Result<String, ReadFailure> {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
+  /// The whole file as UTF-8 text, if it is a regular file of at most `limit` bytes; errno is
+  /// kept so that "does not exist" can be told apart.
+  ///
+  /// Never blocks and never reads without bound, since this runs on the supervisor's event loop at
+  /// a reload: a FIFO or a device is refused by `stat` before it is opened (opening some devices
+  /// has effects), and again by `fstat` of what was opened, with `O_NONBLOCK` so that even a FIFO
+  /// swapped in between cannot block the `open`; at most `limit + 1` bytes are read.
+  static func readTextFile(_ path: String, limit: Int) -> Result<String, ReadFailure> {
+    var info = stat()
+    guard stat(path, &info) == 0 else {
+      let error = errno
+      return .failure(error == ENOENT ? .notFound : .failed(errorText(error)))
+    }
+    if let kind = nonRegularKind(info.st_mode) { return .failure(.notRegular(kind)) }
+    guard info.st_size <= limit else { return .failure(.tooLarge(Int64(info.st_size))) }
+    let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY)
     guard fd >= 0 else {
       let error = errno
       return .failure(error == ENOENT ? .notFound : .failed(errorText(error)))
     }
     defer { close(fd) }
+    guard fstat(fd, &info) == 0 else { return .failure(.failed(errorText(errno))) }
+    if let kind = nonRegularKind(info.st_mode) { return .failure(.notRegular(kind)) }
     var bytes: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 65536)
     while true {
@@ -29,11 +48,27 @@ enum SystemAccess {
         return .failure(.failed(errorText(errno)))
       }
       bytes.append(contentsOf: chunk[..<count])
+      // It grew since the stat.
+      if bytes.count > limit { return .failure(.tooLarge(Int64(bytes.count))) }
     }
     guard let text = String(validating: bytes, as: UTF8.self) else {
       return .failure(.failed("not valid UTF-8 text"))
     }
     return .success(text)
+  }
+
+  /// What a file that is not a regular file is, in words ("a FIFO"); nil for a regular file.
+  static func nonRegularKind(_ mode: mode_t) -> String? {
+    switch mode & S_IFMT {
+    case S_IFREG: nil
+    case S_IFDIR: "a directory"
+    case S_IFIFO: "a FIFO (named pipe)"
+    case S_IFCHR: "a character device"
+    case S_IFBLK: "a block device"
+    case S_IFSOCK: "a socket"
+    case S_IFLNK: "a symbolic link"
+    default: "not a regular file"
+    }
   }
 
   /// Regular files (and symlinks to them) matching a glob pattern, sorted bytewise so the order
@@ -91,6 +126,71 @@ enum SystemAccess {
       guard status == ERANGE, size < 1 << 24 else { return status == 0 }
       size *= 2
     }
+  }
+
+  /// The target of a symlink; nil when it cannot be read.
+  static func readLink(_ path: String) -> String? {
+    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+    let length = readlink(path, &buffer, buffer.count - 1)
+    guard length > 0 else { return nil }
+    return String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+  }
+
+  /// The mountpoints of the FUSE mounts (`fuse`, `fuse.*`, `fuseblk`) in this process's mount
+  /// namespace, from `/proc/self/mountinfo`; empty when it cannot be read.
+  static func fuseMountpoints() -> Set<String> {
+    guard case .success(let table) = readProcFile("/proc/self/mountinfo") else { return [] }
+    var mountpoints: Set<String> = []
+    for line in table.split(separator: "\n") {
+      // ID PARENT MAJOR:MINOR ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
+      let fields = line.split(separator: " ")
+      guard fields.count > 4, let separator = fields.firstIndex(of: "-"),
+        separator + 1 < fields.count
+      else { continue }
+      let type = fields[separator + 1]
+      guard type == "fuse" || type == "fuseblk" || type.hasPrefix("fuse.") else { continue }
+      mountpoints.insert(unescapedMountinfoField(fields[4]))
+    }
+    return mountpoints
+  }
+
+  /// Undoes mountinfo's octal escapes (`\040` for a space, `\011`, `\012`, `\134`).
+  static func unescapedMountinfoField(_ field: Substring) -> String {
+    guard field.contains("\\") else { return String(field) }
+    var bytes: [UInt8] = []
+    let source = Array(field.utf8)
+    var index = 0
+    while index < source.count {
+      if source[index] == UInt8(ascii: "\\"), index + 3 < source.count,
+        let value = UInt8(String(decoding: source[index + 1...index + 3], as: UTF8.self), radix: 8)
+      {
+        bytes.append(value)
+        index += 4
+      } else {
+        bytes.append(source[index])
+        index += 1
+      }
+    }
+    return String(decoding: bytes, as: UTF8.self)
+  }
+
+  /// A file of /proc, whose size stat reports as 0: read until EOF.
+  private static func readProcFile(_ path: String) -> Result<String, ReadFailure> {
+    let fd = open(path, O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return .failure(.failed(errorText(errno))) }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+      let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+      if count == 0 { break }
+      if count < 0 {
+        if errno == EINTR { continue }
+        return .failure(.failed(errorText(errno)))
+      }
+      bytes.append(contentsOf: chunk[..<count])
+    }
+    return .success(String(decoding: bytes, as: UTF8.self))
   }
 
   /// `nil` when the working directory is gone or unreachable.

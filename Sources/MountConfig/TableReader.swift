@@ -26,23 +26,34 @@ struct TableReader {
       code: code, file: file, mount: mount, key: key.map { keyPrefix + $0 }, message: message)
   }
 
-  /// Rejects every key not in `known`, suggesting the closest known key so a typo is obvious.
-  func rejectUnknownKeys(_ known: [String]) throws(ConfigError) {
-    for key in table.keys where !known.contains(key) {
+  /// An error for every key not in `known` (nor in `alsoAllowed`, keys reported otherwise),
+  /// suggesting the closest known key so a typo is obvious.
+  func unknownKeyErrors(_ known: [String], alsoAllowed: [String] = []) -> [ConfigError] {
+    table.keys.filter { !known.contains($0) && !alsoAllowed.contains($0) }.map { key in
       let hint =
         if let suggestion = closestMatch(to: key, among: known) {
           "did you mean \"\(suggestion)\"?"
         } else {
           "known keys: " + known.joined(separator: ", ")
         }
-      throw error(.unknownKey, key: key, "unknown key (\(hint))")
+      return error(.unknownKey, key: key, "unknown key (\(hint))")
     }
   }
 
   func string(_ key: String) throws(ConfigError) -> String? {
     guard let value = table[key] else { return nil }
     guard let string = value.string else { throw wrongType(key, expected: "a string", value) }
+    guard !NulEscapes.containsNul(string) else { throw nulError(key, "the value") }
     return string
+  }
+
+  /// A NUL cannot be passed to the kernel in a path, an argument or an environment entry: C
+  /// would cut the string there, and the mount would run somewhere else than written.
+  func nulError(_ key: String, _ what: String) -> ConfigError {
+    error(
+      .invalidValue, key: key,
+      "\(what) contains a NUL character (\\u0000), which no path, command, user, group or "
+        + "environment entry can hold")
   }
 
   func bool(_ key: String) throws(ConfigError) -> Bool? {
@@ -69,6 +80,7 @@ struct TableReader {
           .wrongType, key: key,
           "expected an array of strings, but \(key)[\(index)] is \(typeName(element.type))")
       }
+      guard !NulEscapes.containsNul(string) else { throw nulError(key, "\(key)[\(index)]") }
       strings.append(string)
     }
     return strings
@@ -181,6 +193,7 @@ func tomlEscaped(_ text: String) -> String {
   var escaped = ""
   for scalar in text.unicodeScalars {
     switch scalar {
+    case NulEscapes.marker: escaped += "\\u0000"
     case "\"": escaped += "\\\""
     case "\\": escaped += "\\\\"
     case "\n": escaped += "\\n"

@@ -3,8 +3,11 @@ import Glibc
 /// Why the client could not get an answer; ``kind`` decides `mountctl`'s exit code.
 public struct ControlClientError: Error, CustomStringConvertible, Sendable {
   public enum Kind: Sendable {
-    /// No daemon could be reached through the socket (missing, stale, forbidden).
+    /// No daemon could be reached through the socket (missing, stale, not a socket).
     case unreachable
+    /// The kernel refused the connection: the caller may not use the socket (`EACCES`). The
+    /// daemon may well be running; a health check must not take this for "down".
+    case permissionDenied
     /// The daemon closed the connection, or sent something that is not a response.
     case broken
     /// No answer within the client's timeout.
@@ -60,29 +63,65 @@ public final class ControlClient {
       }
     }
     guard result == 0 else {
-      let code = errno
-      close(fd)
-      throw ControlClientError(.unreachable, Self.connectFailure(socketPath, code))
+      // Not closed here: a class whose initializer throws once every property is set still
+      // runs its deinit, which closes it. Closing twice closed whatever another thread had
+      // opened under the same number in between (seen as EBADF in parallel tests).
+      throw Self.connectFailure(socketPath, errno)
     }
   }
 
-  deinit { close(fd) }
+  deinit {
+    if fd >= 0 { close(fd) }
+  }
 
-  private static func connectFailure(_ path: String, _ code: Int32) -> String {
+  private static func connectFailure(_ path: String, _ code: Int32) -> ControlClientError {
     let prefix = "cannot reach mountsupd through the control socket \(path)"
     switch code {
     case ENOENT:
-      return
-        "\(prefix): it does not exist (is mountsupd running? give its socket with --socket PATH)"
+      return ControlClientError(
+        .unreachable,
+        "\(prefix): it does not exist (is mountsupd running? give its socket with --socket PATH)")
     case ECONNREFUSED:
-      return "\(prefix): nothing listens on it (mountsupd is not running; the socket is stale)"
+      // The kernel says the same for a socket file nobody listens on and for a path that is no
+      // socket at all; only the first is a stale socket.
+      if let kind = nonSocketKind(path) {
+        return ControlClientError(
+          .unreachable,
+          "\(prefix): it is \(kind), not a socket (is --socket or MOUNTSUP_SOCKET right? "
+            + "[supervisor] control_socket of mounts.toml names the daemon's socket)")
+      }
+      return ControlClientError(
+        .unreachable,
+        "\(prefix): nothing listens on it (mountsupd is not running; the socket is stale)")
+    case ENOTDIR:
+      return ControlClientError(
+        .unreachable, "\(prefix): a component of the path is not a directory")
     case EACCES, EPERM:
-      return "\(prefix): permission denied (only root and members of the supervisor's "
-        + "admin_group or status_group may use it; you are uid \(getuid()))"
+      return ControlClientError(
+        .permissionDenied,
+        "permission denied for the control socket \(path) (only root and members of the "
+          + "supervisor's admin_group or status_group may use it; you are uid \(getuid()))")
     case EAGAIN, EINPROGRESS:
-      return "\(prefix): it accepts no connection in time (the daemon is overloaded or hung)"
+      return ControlClientError(
+        .unreachable,
+        "\(prefix): it accepts no connection in time (the daemon is overloaded or hung)")
     default:
-      return "\(prefix): \(String(cString: strerror(code)))"
+      return ControlClientError(.unreachable, "\(prefix): \(String(cString: strerror(code)))")
+    }
+  }
+
+  /// What `path` is when it exists but is not a socket ("a regular file", "a directory"); nil
+  /// for a socket or when it cannot be told.
+  private static func nonSocketKind(_ path: String) -> String? {
+    var info = stat()
+    guard stat(path, &info) == 0 else { return nil }
+    switch info.st_mode & S_IFMT {
+    case S_IFSOCK: return nil
+    case S_IFREG: return "a regular file"
+    case S_IFDIR: return "a directory"
+    case S_IFIFO: return "a FIFO"
+    case S_IFCHR, S_IFBLK: return "a device"
+    default: return "another kind of file"
     }
   }
 

@@ -13,6 +13,11 @@ public enum ControlProtocol {
   /// The protocol version this build speaks; bumped on any incompatible change.
   public static let version = 1
 
+  /// Where the daemon listens unless `[supervisor] control_socket` says otherwise; the same as
+  /// `SupervisorSettings.defaultControlSocket` of MountConfig (a test holds them equal), kept
+  /// here so that `mountctl` needs nothing of the configuration.
+  public static let defaultSocketPath = "/run/mountsup/control.sock"
+
   /// The longest request line the daemon accepts; a longer one is refused and the client
   /// dropped, so that no client can make the daemon buffer without bound.
   public static let maximumRequestLength = 64 * 1024

@@ -1,8 +1,8 @@
 import ArgumentParser
 import FoundationEssentials
 import Glibc
-import MountConfig
 import MountControl
+import MountDuration
 
 /// `mountctl`: the operator's command line for a running `mountsupd`, over its control socket.
 struct MountCtl: ParsableCommand {
@@ -11,12 +11,14 @@ struct MountCtl: ParsableCommand {
     abstract:
       "Control a running mountsupd: status, start, stop, restart, reload, logs, wait-ready.",
     discussion: """
-      Talks to mountsupd through its control socket (default \(SupervisorSettings.defaultControlSocket); \
-      --socket PATH for another). Root and members of [supervisor] admin_group may do everything; \
-      members of status_group may use status, logs and wait-ready.
+      Talks to mountsupd through its control socket: --socket PATH (before or after the \
+      command), else $MOUNTSUP_SOCKET, else \(ControlProtocol.defaultSocketPath). Root and \
+      members of [supervisor] admin_group may do everything; members of status_group may use \
+      status, logs and wait-ready.
 
-      Exit codes: 0 success (status: every listed mount ready), 1 failure, 3 some mount not ready \
-      (status, wait-ready timeout), 4 mountsupd cannot be reached.
+      Exit codes: 0 success (status: every listed mount ready), 1 failure (reload: also when an \
+      added or changed mount failed), 3 some mount not ready (status, wait-ready timeout), \
+      4 mountsupd cannot be reached, 64 invalid command line, 77 permission denied.
 
       Examples:
         mountctl status
@@ -26,23 +28,32 @@ struct MountCtl: ParsableCommand {
         mountctl logs photos -n 20 -f
         mountctl wait-ready --timeout 30s && mount --bind /mnt/photos /srv/www/photos
       """,
+    version: MountSupervisorRelease.version,
     subcommands: [
       Status.self, Start.self, Stop.self, Restart.self, Reload.self, Logs.self, WaitReady.self,
     ])
 }
 
-/// Exit codes shared by every command, after LSB `status`.
+/// Exit codes shared by every command, after LSB `status` and sysexits.h; a health check can
+/// tell "down" (4) from "not allowed to ask" (77) and from a wrong command line (64, EX_USAGE,
+/// which argument-parser exits with).
 enum Exit {
   static let failure = ExitCode(1)
   static let notReady = ExitCode(3)
   static let unreachable = ExitCode(4)
+  /// EX_NOPERM: the kernel refused the socket, or mountsupd refused the request.
+  static let permissionDenied = ExitCode(77)
 }
 
 struct Connection: ParsableArguments {
-  @Option(name: .long, help: "The control socket of mountsupd.", completion: .file())
-  var socket: String = SupervisorSettings.defaultControlSocket
+  @Option(
+    name: .long,
+    help:
+      "The control socket of mountsupd (default: $MOUNTSUP_SOCKET, else \(ControlProtocol.defaultSocketPath)).",
+    completion: .file())
+  var socket: String = defaultSocket()
 
-  /// Connects or exits 4 with the socket path in the message.
+  /// Connects, or exits 4 (77 when refused) with the socket path in the message.
   func connect() throws -> ControlClient {
     do {
       return try ControlClient(socketPath: socket)
@@ -55,17 +66,57 @@ struct Connection: ParsableArguments {
 /// Prints the client error and gives the exit code it stands for.
 func failure(_ error: ControlClientError) -> ExitCode {
   printError("mountctl: \(error.message)")
-  return error.kind == .unreachable ? Exit.unreachable : Exit.failure
+  switch error.kind {
+  case .unreachable: return Exit.unreachable
+  case .permissionDenied: return Exit.permissionDenied
+  case .broken, .timeout: return Exit.failure
+  }
+}
+
+/// The exit code of a response that is not `ok`: 77 when mountsupd refused the caller, else
+/// `otherwise`.
+func exitStatus(forRefusal error: ControlError?, otherwise: ExitCode = Exit.failure) -> ExitCode {
+  error?.code == .permissionDenied ? Exit.permissionDenied : otherwise
 }
 
 func printError(_ text: String) {
   _ = (text + "\n").withCString { write(2, $0, strlen($0)) }
 }
 
+/// `MOUNTSUP_SOCKET` when set and not empty, else the daemon's default.
+func defaultSocket() -> String {
+  if let value = getenv("MOUNTSUP_SOCKET").map({ String(cString: $0) }), !value.isEmpty {
+    return value
+  }
+  return ControlProtocol.defaultSocketPath
+}
+
+/// `mountctl --socket PATH status` as well as `mountctl status --socket PATH`: argument-parser
+/// reads a subcommand's options only after its name, so `--socket` options given before the
+/// command are moved behind it.
+func reorderedArguments(_ arguments: [String]) -> [String] {
+  var leading: [String] = []
+  var rest = arguments[...]
+  while let first = rest.first {
+    if first == "--socket", rest.count >= 2 {
+      leading += rest.prefix(2)
+      rest = rest.dropFirst(2)
+    } else if first.hasPrefix("--socket=") {
+      leading.append(first)
+      rest = rest.dropFirst()
+    } else {
+      break
+    }
+  }
+  guard !leading.isEmpty, let command = rest.first, !command.hasPrefix("-"), command != "help"
+  else { return arguments }
+  return [command] + leading + rest.dropFirst()
+}
+
 /// Mount names for shell completion, asked of the daemon (silently none when it is not there).
 let mountNameCompletion = CompletionKind.custom { words, _, _ in
-  var socket = SupervisorSettings.defaultControlSocket
-  if let index = words.firstIndex(of: "--socket"), index + 1 < words.count {
+  var socket = defaultSocket()
+  if let index = words.lastIndex(of: "--socket"), index + 1 < words.count {
     socket = words[index + 1]
   }
   guard let client = try? ControlClient(socketPath: socket, connectTimeout: .seconds(1)),
@@ -82,10 +133,13 @@ struct Status: ParsableCommand {
     discussion: """
       Columns: name, state (stopped, starting, ready, backoff, stopping, exited, failed), worker \
       pid, time since the mount was confirmed ready, restarts, mountpoint, and the last failure in \
-      the worker's own words. --json prints the documented JSON form (docs/control-protocol.md).
+      the worker's own words ("stopped by operator" for a mount stopped with mountctl stop). \
+      After an invalid reload, a line below the table says why it failed. --json prints the \
+      documented JSON form (docs/control-protocol.md).
 
       Exits 0 when every listed mount is ready, 3 when some is not, 4 when mountsupd cannot be \
-      reached, 1 on other errors (such as an unknown name).
+      reached or does not answer, 77 when it refuses the caller, 1 on other errors (such as an \
+      unknown name).
 
       Examples:
         mountctl status
@@ -109,16 +163,19 @@ struct Status: ParsableCommand {
     } catch let error as ControlClientError {
       // The status cannot be known.
       printError("mountctl: \(error.message)")
-      throw Exit.unreachable
+      throw error.kind == .permissionDenied ? Exit.permissionDenied : Exit.unreachable
     }
     guard response.ok, let mounts = response.mounts, let service = response.service else {
       printError("mountctl: \(response.error?.message ?? "mountsupd sent no status")")
-      throw Exit.failure
+      throw exitStatus(forRefusal: response.error)
     }
     if json {
       print(StatusDocument(service: service, mounts: mounts).json)
     } else {
       print(StatusTable(mounts: mounts, colour: Terminal.supportsColour).render(), terminator: "")
+      if let failure = StatusTable.reloadFailure(in: service.status) {
+        print("\nlast reload failed, nothing changed: \(failure)")
+      }
     }
     if !mounts.allSatisfy(\.isReady) { throw Exit.notReady }
   }
@@ -175,7 +232,16 @@ struct StatusTable {
     return text
   }
 
+  /// The reload error that the service's STATUS text ends in after an invalid reload
+  /// (`…; last reload failed: REASON`, see docs/control-protocol.md), if there is one.
+  static func reloadFailure(in status: String) -> String? {
+    guard let marker = status.firstRange(of: "last reload failed: ") else { return nil }
+    return String(status[marker.upperBound...])
+  }
+
   private func lastError(_ mount: MountStatus) -> String {
+    // Its old failure is history once an operator stopped it on purpose.
+    if mount.stoppedByOperator { return "stopped by operator" }
     guard let error = mount.lastError else { return "-" }
     let flat = error.split(whereSeparator: \.isNewline).joined(separator: " ")
     // A terminal gets one line per mount; a pipe gets the whole text.
@@ -237,7 +303,7 @@ struct Operation: ParsableArguments {
         printError("last output of \(mount.name):")
         for line in mount.lastErrorOutput.suffix(10) { printError("  | \(line)") }
       }
-      throw Exit.failure
+      throw exitStatus(forRefusal: response.error)
     }
   }
 }
@@ -298,8 +364,10 @@ struct Reload: ParsableCommand {
     discussion: """
       Added mounts are started, removed ones stopped, changed ones restarted, unchanged ones left \
       alone (same worker, never remounted). Returns when every added and changed mount is ready or \
-      has failed. An invalid configuration changes nothing: the error is printed and the exit \
-      status is 1. This is what ExecReload= of mountsupd.service runs.
+      has failed. Exits 0 when every added and changed mount is ready (or stopped by an \
+      operator), 1 when one failed (the new configuration is applied all the same) or the \
+      configuration is invalid (then nothing changed). This is what ExecReload= of \
+      mountsupd.service runs.
 
       Examples:
         mountctl reload
@@ -317,7 +385,7 @@ struct Reload: ParsableCommand {
     }
     guard response.ok, let reload = response.reload else {
       printError("mountctl: reload failed: \(response.error?.message ?? "no reason given")")
-      throw Exit.failure
+      throw exitStatus(forRefusal: response.error)
     }
     let states = Dictionary((response.mounts ?? []).map { ($0.name, $0) }) { first, _ in first }
     func list(_ names: [String], withState: Bool) -> String {
@@ -331,6 +399,19 @@ struct Reload: ParsableCommand {
     print("removed: \(list(reload.removed, withState: false))")
     print("changed: \(list(reload.changed, withState: true))")
     print("unchanged: \(list(reload.unchanged, withState: false))")
+    // The answer carries the added and changed mounts; one that is neither ready nor held by an
+    // operator's stop did not come up.
+    let failed = (response.mounts ?? []).filter { !$0.isReady && !$0.stoppedByOperator }
+    guard failed.isEmpty else {
+      printError(
+        "mountctl: reload applied, but "
+          + failed.map { "\($0.name) is not ready (\($0.detail))" }.joined(separator: "; "))
+      for mount in failed where !mount.lastErrorOutput.isEmpty {
+        printError("last output of \(mount.name):")
+        for line in mount.lastErrorOutput.suffix(10) { printError("  | \(line)") }
+      }
+      throw Exit.failure
+    }
   }
 }
 
@@ -369,7 +450,7 @@ struct Logs: ParsableCommand {
       while true {
         guard response.ok else {
           printError("mountctl: \(response.error?.message ?? "no reason given")")
-          throw Exit.failure
+          throw exitStatus(forRefusal: response.error)
         }
         for line in response.lines ?? [] { print(line) }
         fflush(nil)
@@ -389,7 +470,9 @@ struct WaitReady: ParsableCommand {
     commandName: "wait-ready",
     abstract: "Wait until mounts are confirmed ready: the barrier before using them.",
     discussion: """
-      Without names, waits for every mount that is not stopped by an operator. Exits 0 when all \
+      Without names, waits for every configured mount that is not stopped by an operator, \
+      optional ones (required = false) included: stricter than the service's READY=1, which \
+      waits only for required mounts. Name the mounts to wait for only some. Exits 0 when all \
       are ready, 1 as soon as one has failed (or was stopped or removed), 3 when the timeout ran \
       out first. Without --timeout it waits until one or the other.
 
@@ -403,17 +486,19 @@ struct WaitReady: ParsableCommand {
   @Argument(help: "Mounts to wait for; all when none are named.", completion: mountNameCompletion)
   var names: [String] = []
 
-  @Option(name: .long, help: "Give up after this long, e.g. 500ms, 30s, 2m.")
+  @Option(
+    name: .long, help: "Give up after this long, e.g. 500ms, 30s, 2m; a plain number is seconds.")
   var timeout: String?
 
   func validate() throws {
-    if let timeout, parseDuration(timeout) == nil {
-      throw ValidationError("invalid --timeout \"\(timeout)\": use e.g. 500ms, 30s, 2m, 1m30s")
+    if let timeout, parseCommandLineDuration(timeout) == nil {
+      throw ValidationError(
+        "invalid --timeout \"\(timeout)\": use e.g. 500ms, 30s, 2m, 1m30s, or 5 for 5 seconds")
     }
   }
 
   func run() throws {
-    let limit = timeout.flatMap(parseDuration)
+    let limit = timeout.flatMap(parseCommandLineDuration)
     let request = ControlRequest(
       .waitReady, names: names,
       timeoutMilliseconds: limit.map {
@@ -432,8 +517,8 @@ struct WaitReady: ParsableCommand {
       return
     }
     printError("mountctl: \(response.error?.message ?? "no reason given")")
-    throw response.error?.code == .timeout ? Exit.notReady : Exit.failure
+    throw response.error?.code == .timeout ? Exit.notReady : exitStatus(forRefusal: response.error)
   }
 }
 
-MountCtl.main()
+MountCtl.main(Array(reorderedArguments(Array(CommandLine.arguments.dropFirst()))))

@@ -2,6 +2,7 @@ import ArgumentParser
 import Glibc
 import Logging
 import MountConfig
+import MountControl
 import MountRuntime
 
 /// `mountsupd`: runs every configured FUSE worker in the foreground, confirms each mount, tells
@@ -19,26 +20,37 @@ struct MountSupervisorDaemon: ParsableCommand {
       Examples:
         mountsupd --config /etc/mountsup/mounts.toml
         mountsupd --check-config --config ./mounts.toml
-      """)
+      """,
+    version: MountSupervisorRelease.version)
 
   @Option(name: .long, help: "The configuration file.")
   var config: String = Configuration.defaultPath
 
   @Flag(
     name: .long,
-    help: "Validate the configuration, print the resolved mounts and exit (0 valid, 1 invalid).")
+    help: """
+      Validate the configuration, print the resolved mounts and exit (0 valid, 1 invalid). \
+      Also an error here: a command that is not found or not executable now (at start and \
+      reload only a warning).
+      """)
   var checkConfig = false
 
   @Flag(name: .long, help: "Log debug messages too.")
   var verbose = false
 
   func run() throws {
+    // A closed stdout or stderr (`mountsupd | head`, a log reader that went away) must never
+    // end supervision: writes then fail with EPIPE, which the log handler ignores. Workers get
+    // the default disposition back (the spawn shim resets every signal).
+    signal(SIGPIPE, SIG_IGN)
     if checkConfig {
       do {
-        let configuration = try ConfigLoader.load(path: config)
+        let configuration = try ConfigLoader.load(path: config, options: .check())
+        for warning in configuration.warnings { printError("mountsupd: warning: \(warning)") }
         print(configuration.renderResolved(), terminator: "")
       } catch {
-        printError("mountsupd: invalid configuration: \(error)")
+        for warning in error.warnings { printError("mountsupd: warning: \(warning)") }
+        for problem in error.errors { printError("mountsupd: invalid configuration: \(problem)") }
         throw ExitCode(1)
       }
       return
@@ -56,13 +68,21 @@ struct MountSupervisorDaemon: ParsableCommand {
     do {
       configuration = try ConfigLoader.load(path: config)
     } catch {
-      logger.critical("invalid configuration: \(error)")
+      for warning in error.warnings { logger.warning("configuration: \(warning)") }
+      for problem in error.errors { logger.critical("invalid configuration: \(problem)") }
       throw ExitCode(1)
     }
+    for warning in configuration.warnings { logger.warning("configuration: \(warning)") }
     let path = config
     let supervisor = try Supervisor(
       configuration: configuration, signalFD: signals, logger: logger,
-      reload: { try ConfigLoader.load(path: path) })
+      reload: {
+        // The supervisor logs and reports the errors of an invalid configuration; the warnings
+        // of a valid one are logged here.
+        let next = try ConfigLoader.load(path: path)
+        for warning in next.warnings { logger.warning("configuration: \(warning)") }
+        return next
+      })
     let code = try supervisor.run()
     if code != 0 { throw ExitCode(code) }
   }

@@ -150,6 +150,52 @@ struct StatusTests {
   }
 }
 
+@Suite("mountctl status: what the table tells")
+struct StatusTableTests {
+  @Test("a mount stopped by an operator says so, not its old last error")
+  func stoppedByOperator() async throws {
+    try await withDaemon([TestMount(name: "alpha"), TestMount(name: "beta")]) { daemon in
+      #expect(try await daemon.ctl("wait-ready").status == 0)
+      let first = try daemon.mount("alpha")
+      kill(first.pid!, SIGKILL)
+      try await waitFor("alpha restarted after the SIGKILL") {
+        let now = try daemon.mount("alpha")
+        return now.isReady && now.pid != first.pid && now.lastError != nil
+      }
+      let killed = try #require(try daemon.mount("alpha").lastError)
+      #expect(try await daemon.ctl("stop", "alpha").status == 0)
+
+      let table = try await daemon.ctl("status")
+      let row = try #require(table.output.split(separator: "\n").first { $0.hasPrefix("alpha ") })
+      #expect(row.contains("stopped") && row.hasSuffix("stopped by operator"), "\(table)")
+      #expect(!row.contains(killed), "\(table)")
+      #expect(try daemon.mount("alpha").lastError == killed, "--json keeps the old error")
+    }
+  }
+
+  @Test("an invalid reload is visible below the table until a reload succeeds")
+  func failedReload() async throws {
+    try await withDaemon([TestMount(name: "alpha")]) { daemon in
+      #expect(try await daemon.ctl("wait-ready").status == 0)
+      #expect(!(try await daemon.ctl("status").output.contains("reload")))
+      try daemon.write([TestMount(name: "alpha", settings: ["restart_dleay = \"1s\""])])
+      #expect(try await daemon.ctl("reload").status == 1)
+
+      let table = try await daemon.ctl("status")
+      #expect(table.status == 0, "the mounts are fine: \(table)")
+      let lines = table.output.split(separator: "\n")
+      #expect(lines.first?.hasPrefix("NAME") == true)
+      let note = try #require(lines.last, "\(table)")
+      #expect(note.hasPrefix("last reload failed, nothing changed: "), "\(table)")
+      #expect(note.contains(daemon.configPath) && note.contains("restart_dleay"), "\(table)")
+
+      try daemon.write([TestMount(name: "alpha")])
+      #expect(try await daemon.ctl("reload").status == 0)
+      #expect(!(try await daemon.ctl("status").output.contains("reload failed")))
+    }
+  }
+}
+
 extension TestDaemon {
   /// `mountctl ARGS` without the daemon's `--socket`.
   func spawnCtlRaw(_ arguments: [String]) throws -> Spawned {

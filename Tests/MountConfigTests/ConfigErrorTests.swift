@@ -64,7 +64,7 @@ struct BadConfig: Sendable, CustomTestStringConvertible {
       let path = directory + "/mounts.toml"
       expectConfigError(
         in: path, code: .fileNotFound, mount: nil, key: nil, mentions: ["does not exist"]
-      ) { () throws(ConfigError) in try ConfigLoader.load(path: path) }
+      ) { () throws(InvalidConfiguration) in try ConfigLoader.load(path: path) }
     }
   }
 
@@ -72,14 +72,29 @@ struct BadConfig: Sendable, CustomTestStringConvertible {
     let path = FileManager.default.currentDirectoryPath + "/no-such-mounts.toml"
     expectConfigError(
       in: path, code: .fileNotFound, mount: nil, key: nil, mentions: ["does not exist"]
-    ) { () throws(ConfigError) in try ConfigLoader.load(path: "./no-such-mounts.toml") }
+    ) { () throws(InvalidConfiguration) in try ConfigLoader.load(path: "./no-such-mounts.toml") }
+  }
+
+  @Test func aDirectoryAsMainFileIsNotARegularFile() throws {
+    try withTemporaryDirectory { directory in
+      expectConfigError(
+        in: directory, code: .notRegularFile, mount: nil, key: nil,
+        mentions: ["is a directory, not a regular file"]
+      ) { () throws(InvalidConfiguration) in try ConfigLoader.load(path: directory) }
+    }
   }
 
   @Test func anUnreadableMainFileSaysWhy() throws {
     try withTemporaryDirectory { directory in
+      let path = directory + "/mounts.toml"
+      try write("", to: "mounts.toml", in: directory)
+      chmod(path, 0)
+      // Root reads a file of mode 0 all the same; an invalid UTF-8 file is unreadable for all.
+      try Data([0x5B, 0xFF, 0xFE, 0x5D]).write(to: URL(fileURLWithPath: path))
       expectConfigError(
-        in: directory, code: .unreadableFile, mount: nil, key: nil, mentions: ["cannot read"]
-      ) { () throws(ConfigError) in try ConfigLoader.load(path: directory) }
+        in: path, code: .unreadableFile, mount: nil, key: nil,
+        mentions: ["cannot read the file", "UTF-8"]
+      ) { () throws(InvalidConfiguration) in try ConfigLoader.load(path: path) }
     }
   }
 
@@ -384,13 +399,15 @@ struct BadConfig: Sendable, CustomTestStringConvertible {
   /// Writes a main file including `mounts.d/*.toml` plus the given drop-ins, then loads it.
   private func load(
     main: String = "", dropIns: [String: String], in directory: String
-  ) throws -> () throws(ConfigError) -> Configuration {
+  ) throws -> () throws(InvalidConfiguration) -> Configuration {
     try write(
       "[supervisor]\ninclude = [\"mounts.d/*.toml\"]\n" + main, to: "mounts.toml", in: directory)
     for (name, contents) in dropIns {
       try write(contents, to: "mounts.d/" + name, in: directory)
     }
-    return { () throws(ConfigError) in try ConfigLoader.load(path: directory + "/mounts.toml") }
+    return { () throws(InvalidConfiguration) in
+      try ConfigLoader.load(path: directory + "/mounts.toml")
+    }
   }
 
   @Test func duplicateNamesAcrossFilesNameBothFiles() throws {

@@ -140,9 +140,9 @@ import Testing
       #expect(
         configuration.files == [
           directory + "/mounts.toml", directory + "/mounts.d/a.toml",
-          directory + "/mounts.d/b.toml", directory + "/mounts.d/empty.toml",
-          directory + "/extra/x.toml",
+          directory + "/mounts.d/b.toml", directory + "/extra/x.toml",
         ])
+      #expect(configuration.dropInsWithoutMounts == [directory + "/mounts.d/empty.toml"])
       #expect(configuration.mounts.map(\.name) == ["alpha", "bravo", "charlie", "extra", "main"])
       #expect(
         configuration.mounts.map(\.sourceFile) == [
@@ -204,7 +204,7 @@ import Testing
     let text = try parse(Self.source).renderResolved()
     #expect(
       text == """
-        # Resolved from:
+        # 2 mounts, resolved from:
         #   /etc/mountsup/mounts.toml
 
         [supervisor]
@@ -262,5 +262,49 @@ import Testing
         copy.sourceFile = mainFile
         return copy
       } == configuration.mounts)
+  }
+}
+
+/// Log lines and the check's output: sources of mounts only, "1 mount" not "1 mounts".
+@Suite struct Sources {
+  @Test func commentOnlyDropInsAreNoSourceOfMounts() throws {
+    try withTemporaryDirectory { directory in
+      try write(
+        "[supervisor]\ninclude = [\"mounts.d/*.toml\"]\n", to: "mounts.toml", in: directory)
+      try write(
+        "[mounts.a]\nmountpoint = \"/mnt/a\"\ncommand = [\"sh\"]\n", to: "mounts.d/a.toml",
+        in: directory)
+      try write(
+        "## s3fs: an example\n# [mounts.archive]\n# mountpoint = \"/mnt/archive\"\n",
+        to: "mounts.d/s3fs.toml", in: directory)
+      let configuration = try ConfigLoader.load(path: directory + "/mounts.toml")
+      #expect(configuration.files == [directory + "/mounts.toml", directory + "/mounts.d/a.toml"])
+      #expect(configuration.dropInsWithoutMounts == [directory + "/mounts.d/s3fs.toml"])
+      #expect(
+        configuration.summary
+          == "1 mount from \(directory)/mounts.toml, \(directory)/mounts.d/a.toml")
+      let rendered = configuration.renderResolved()
+      #expect(
+        rendered.hasPrefix(
+          """
+          # 1 mount, resolved from:
+          #   \(directory)/mounts.toml
+          #   \(directory)/mounts.d/a.toml
+          # Read, but defining no mounts:
+          #   \(directory)/mounts.d/s3fs.toml
+
+          """), "\(rendered)")
+    }
+  }
+
+  @Test func countsHaveTheirNounInTheRightNumber() throws {
+    #expect(counted(0, "mount") == "no mounts")
+    #expect(counted(1, "mount") == "1 mount")
+    #expect(counted(2, "mount") == "2 mounts")
+    let two = try parse(
+      "[mounts.a]\nmountpoint = \"/mnt/a\"\ncommand = [\"sh\"]\n"
+        + "[mounts.b]\nmountpoint = \"/mnt/b\"\ncommand = [\"sh\"]\n")
+    #expect(two.summary == "2 mounts from \(mainFile)")
+    #expect(try parse("").summary == "no mounts from \(mainFile)")
   }
 }

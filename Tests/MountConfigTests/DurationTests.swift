@@ -1,4 +1,6 @@
 import MountConfig
+import MountControl
+import MountDuration
 import Testing
 
 @Suite struct Durations {
@@ -55,5 +57,29 @@ import Testing
   ])
   func formattedDurationsParseBack(_ duration: Duration) {
     #expect(parseDuration(formatDuration(duration)) == duration)
+  }
+
+  /// `mountctl --timeout 5`: a plain number is seconds, as an integer is in the configuration.
+  @Test(arguments: [
+    ("5", Duration.seconds(5)),
+    ("0", .zero),
+    ("30s", .seconds(30)),
+    ("1m30s", .seconds(90)),
+    ("250ms", .milliseconds(250)),
+  ])
+  func commandLineDurations(_ text: String, _ expected: Duration) {
+    #expect(parseCommandLineDuration(text) == expected)
+  }
+
+  @Test(arguments: ["", "-5", "5 s", "5.", "s", "99999999999999999999", "9223372036854775807"])
+  func commandLineRejects(_ text: String) {
+    #expect(parseCommandLineDuration(text) == nil)
+  }
+}
+
+@Suite struct SharedDefaults {
+  /// mountctl no longer links the configuration: its default socket is a copy that must agree.
+  @Test func mountctlsDefaultSocketIsTheDaemons() {
+    #expect(ControlProtocol.defaultSocketPath == SupervisorSettings.defaultControlSocket)
   }
 }

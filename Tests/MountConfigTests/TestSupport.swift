@@ -9,7 +9,7 @@ let mainFile = "/etc/mountsup/mounts.toml"
 let existingAccount = "root"
 let missingAccount = "mountsup-no-such-account"
 
-func parse(_ toml: String) throws(ConfigError) -> Configuration {
+func parse(_ toml: String) throws(InvalidConfiguration) -> Configuration {
   try ConfigLoader.parse(toml: toml, file: mainFile)
 }
 
@@ -23,7 +23,7 @@ func expectConfigError(
   expectConfigError(
     in: mainFile, code: code, mount: mount, key: key, mentions: mentions,
     sourceLocation: sourceLocation
-  ) { () throws(ConfigError) in try parse(toml) }
+  ) { () throws(InvalidConfiguration) in try parse(toml) }
 }
 
 /// Asserts that `load` fails with `code`, naming `file`, `mount` and `key` in fields and message.
@@ -31,7 +31,7 @@ func expectConfigError(
 func expectConfigError(
   in file: String, code: ConfigError.Code, mount: String?, key: String?, mentions: [String] = [],
   sourceLocation: SourceLocation = #_sourceLocation,
-  _ load: () throws(ConfigError) -> Configuration
+  _ load: () throws(InvalidConfiguration) -> Configuration
 ) -> ConfigError? {
   do {
     let configuration = try load()
@@ -40,6 +40,9 @@ func expectConfigError(
       sourceLocation: sourceLocation)
     return nil
   } catch {
+    #expect(
+      error.errors.count == 1, "one error expected: \(error)", sourceLocation: sourceLocation)
+    let error = error.errors[0]
     let text = error.description
     #expect(error.code == code, "\(text)", sourceLocation: sourceLocation)
     #expect(error.file == file, "\(text)", sourceLocation: sourceLocation)
@@ -68,6 +71,18 @@ func withTemporaryDirectory<Result>(_ body: (String) throws -> Result) throws ->
   let path = String(decoding: bytes.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
   defer { try? FileManager.default.removeItem(atPath: path) }
   return try body(path)
+}
+
+/// The same for an async body.
+@discardableResult
+func withTemporaryDirectory<Result>(_ body: (String) async throws -> Result) async throws -> Result
+{
+  let template = FileManager.default.temporaryDirectory.appendingPathComponent("mountconfig.XXXXXX")
+  var bytes = Array(template.path.utf8CString)
+  guard mkdtemp(&bytes) != nil else { throw POSIXError(.init(rawValue: errno) ?? .EIO) }
+  let path = String(decoding: bytes.dropLast().map { UInt8(bitPattern: $0) }, as: UTF8.self)
+  defer { try? FileManager.default.removeItem(atPath: path) }
+  return try await body(path)
 }
 
 /// Writes `contents` to `directory/name`, creating intermediate directories.

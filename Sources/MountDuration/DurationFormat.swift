@@ -11,7 +11,7 @@ private let durationUnits: [(suffix: String, nanoseconds: Int64)] = [
 ]
 
 /// How an operator is told to write a duration; shown whenever one does not parse.
-let durationExamples = #"use e.g. "500ms", "10s", "2m", "1h", "1m30s""#
+public let durationExamples = #"use e.g. "500ms", "10s", "2m", "1h", "1m30s""#
 
 /// Parses a duration such as `"100ms"`, `"10s"`, `"1m30s"`, `"1.5s"` or `"250us"`: one or more
 /// decimal numbers, each followed by a unit (`ns`, `us`/`µs`/`μs`, `ms`, `s`, `m`, `h`), no spaces,
@@ -59,6 +59,16 @@ public func parseDuration(_ text: String) -> Duration? {
     total = sum
   }
   return .nanoseconds(total)
+}
+
+/// Parses a duration given on a command line: what ``parseDuration(_:)`` accepts, and also a
+/// plain number of seconds (`"5"` is 5 s), as an integer duration is in the configuration.
+public func parseCommandLineDuration(_ text: String) -> Duration? {
+  if !text.isEmpty, text.utf8.allSatisfy({ (48...57).contains($0) }) {
+    guard let seconds = Int64(text), seconds <= Int64.max / 1_000_000_000 else { return nil }
+    return .seconds(seconds)
+  }
+  return parseDuration(text)
 }
 
 /// Formats a duration the way the configuration writes it, with the largest units that fit:
