@@ -484,7 +484,7 @@ public struct MountMachine: Sendable {
   private mutating func exited(_ status: ExitStatus, outputTail: [String], now: MonotonicInstant)
     -> [Effect]
   {
-    let words = workerError ?? outputTail.last { !$0.allSatisfy(\.isWhitespace) }
+    let words = workerError ?? FailureReason.pick(from: outputTail)
     switch phase {
     case .starting:
       let failure = Failure(
@@ -602,7 +602,7 @@ public struct MountMachine: Sendable {
     if startHistory.count >= spec.startLimitBurst {
       let given = Failure(
         summary:
-          "start limit reached (\(startHistory.count) starts within \(formatDuration(spec.startLimitInterval))), "
+          "start limit reached (\(counted(startHistory.count, "start")) within \(formatDuration(spec.startLimitInterval))), "
           + "giving up; last failure: \(failure.summary)",
         workerError: failure.workerError, errno: failure.errno, outputTail: failure.outputTail)
       lastFailure = given

@@ -139,11 +139,20 @@ public struct SupervisorCore: Sendable {
   }
 
   /// What a reload changed, by mount name.
-  public struct ReloadSummary: Equatable, Sendable {
+  public struct ReloadSummary: Equatable, Sendable, CustomStringConvertible {
     public var added: [String] = []
     public var removed: [String] = []
     public var changed: [String] = []
     public var unchanged: [String] = []
+
+    /// "added photos, music; removed none; changed none; 3 unchanged", for the log.
+    public var description: String {
+      func names(_ list: [String]) -> String {
+        list.isEmpty ? "none" : list.joined(separator: ", ")
+      }
+      return "added \(names(added)); removed \(names(removed)); changed \(names(changed)); "
+        + "\(unchanged.count) unchanged"
+    }
 
     public init(
       added: [String] = [], removed: [String] = [], changed: [String] = [],

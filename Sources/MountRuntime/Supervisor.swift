@@ -58,7 +58,7 @@ public final class Supervisor {
   private var readBuffer = [UInt8](repeating: 0, count: Supervisor.outputPerTurn)
   private var exitCode: Int32?
 
-  private let searchPath: [String]
+  private let commands: CommandLookup
   private let inheritedEnvironment: [String: String]
   /// The soft descriptor limit the daemon inherited, before raising its own: workers get it.
   private let inheritedDescriptorLimit: rlimit
@@ -115,12 +115,11 @@ public final class Supervisor {
       }
       pointer += 1
     }
+    // Workers are found on PATH, then beside this executable (where mountsup-mirror is built);
+    // a worker that is a shell wrapper finds them the same way.
+    commands = CommandLookup.daemon(path: environment["PATH"])
+    environment["PATH"] = commands.searchPath.joined(separator: ":")
     inheritedEnvironment = environment
-    // Workers are found on PATH, then beside this executable (where mountsup-mirror is built).
-    let path =
-      environment["PATH"].map { $0.split(separator: ":").map(String.init) }
-      ?? LaunchPlan.defaultSearchPath
-    searchPath = path + [Self.ownDirectory()].compactMap { $0 }
   }
 
   /// Every mount needs three descriptors (socketpair, output pipe, pidfd): a daemon started by
@@ -150,10 +149,7 @@ public final class Supervisor {
       logger.info(
         "watchdog: WATCHDOG=1 every \(watchdog.timeout / 2) (WatchdogSec=\(watchdog.timeout))")
     }
-    let count = configuration.mounts.count
-    logger.info(
-      "starting \(count) mount\(count == 1 ? "" : "s") from \(configuration.files.joined(separator: ", "))"
-    )
+    logger.info("starting \(configuration.summary)")
     execute(core.begin(now: .now()))
     while exitCode == nil {
       turn()
@@ -676,7 +672,7 @@ public final class Supervisor {
     case .protocol, .probe: notifySocket = nil
     }
     var plan = try LaunchPlan(
-      spec: spec, inherited: inheritedEnvironment, searchPath: searchPath,
+      spec: spec, inherited: inheritedEnvironment, commands: commands,
       notifySocket: notifySocket?.address)
     plan.descriptorLimit = inheritedDescriptorLimit
     let (messages, theirMessages) = try Descriptor.socketPair(Int32(SOCK_SEQPACKET.rawValue))
@@ -745,9 +741,7 @@ public final class Supervisor {
       }
       let (summary, effects) = core.apply(specs: next.mounts, now: .now())
       configuration = next
-      logger.notice(
-        "reloaded: added \(summary.added), removed \(summary.removed), changed \(summary.changed), unchanged \(summary.unchanged.count)"
-      )
+      logger.notice("reloaded: \(summary)")
       execute(effects)
       reloads.applied(summary, core: core)
       _ = reloads.mountsChanged([], core: core, notifier: notifier, status: serviceStatus)
@@ -761,14 +755,6 @@ public final class Supervisor {
     var mountLogger = logger
     mountLogger[metadataKey: "mount"] = "\(name)"
     return mountLogger
-  }
-
-  private static func ownDirectory() -> String? {
-    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX))
-    let length = readlink("/proc/self/exe", &buffer, buffer.count - 1)
-    guard length > 0 else { return nil }
-    let path = String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    return path.split(separator: "/").dropLast().reduce("") { $0 + "/" + $1 }
   }
 }
 

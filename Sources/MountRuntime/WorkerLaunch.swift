@@ -22,12 +22,16 @@ struct LaunchPlan {
 
   /// - Parameter notifySocket: mode `notify`: the worker's own `NOTIFY_SOCKET` address.
   init(
-    spec: MountSpec, inherited: [String: String], searchPath: [String], notifySocket: String? = nil
+    spec: MountSpec, inherited: [String: String], commands: CommandLookup,
+    notifySocket: String? = nil
   ) throws(RuntimeError) {
     guard let command = spec.command.first else {
       throw RuntimeError(.executableNotFound, "the command is empty")
     }
-    executable = try Self.resolve(command, searchPath: searchPath)
+    switch commands.resolve(command) {
+    case .success(let path): executable = path
+    case .failure(let failure): throw RuntimeError(.executableNotFound, "cannot run \(failure)")
+    }
     arguments = spec.command
     var variables = inherited.filter { !Self.withheld.contains($0.key) }
     if let user = spec.user {
@@ -57,29 +61,6 @@ struct LaunchPlan {
     if let notifySocket { variables["NOTIFY_SOCKET"] = notifySocket }
     for (key, value) in spec.environment { variables[key] = value }
     environment = variables.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
-  }
-
-  /// `command` itself when it holds a slash; otherwise the first executable of that name on
-  /// the search path.
-  static func resolve(_ command: String, searchPath: [String]) throws(RuntimeError) -> String {
-    if command.contains("/") {
-      guard access(command, X_OK) == 0 else {
-        throw RuntimeError(.executableNotFound, "cannot execute \(command)", errno: errno)
-      }
-      return command
-    }
-    for directory in searchPath where !directory.isEmpty {
-      let candidate = directory + "/" + command
-      var info = stat()
-      if stat(candidate, &info) == 0, info.st_mode & S_IFMT == S_IFREG, access(candidate, X_OK) == 0
-      {
-        return candidate
-      }
-    }
-    throw RuntimeError(
-      .executableNotFound,
-      "command \"\(command)\" not found (searched \(searchPath.joined(separator: ":"))); "
-        + "install it or give its absolute path in `command`")
   }
 
   /// Forks and execs the worker with `notify` as fd 3 and `output` as stdout and stderr; returns
@@ -135,20 +116,14 @@ func runHelper(_ arguments: [String]) -> ExitStatus? {
   guard
     let plan = try? LaunchPlan(
       spec: MountSpec(name: "helper", mountpoint: "/", command: arguments),
-      inherited: [:], searchPath: LaunchPlan.defaultSearchPath)
+      inherited: [:], commands: CommandLookup(searchPath: CommandLookup.defaultSearchPath))
   else { return nil }
   var helper = plan
-  helper.environment = ["PATH=\(LaunchPlan.defaultSearchPath.joined(separator: ":"))"]
+  helper.environment = ["PATH=\(CommandLookup.defaultSearchPath.joined(separator: ":"))"]
   let devnull = open("/dev/null", O_WRONLY | O_CLOEXEC)
   guard devnull >= 0, let (pid, _) = try? helper.launch(notify: nil, output: Descriptor(devnull))
   else { return nil }
   var status: Int32 = 0
   retryingOnInterrupt { waitpid(pid, &status, 0) }
   return status & 0x7f == 0 ? .exited((status >> 8) & 0xff) : .signaled(status & 0x7f)
-}
-
-extension LaunchPlan {
-  static let defaultSearchPath = [
-    "/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin",
-  ]
 }

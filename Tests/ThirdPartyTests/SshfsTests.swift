@@ -54,7 +54,8 @@ import Testing
       sandbox: sandbox, name: "ssh", mountpoint: sandbox.path + "/mnt/ssh",
       command: server.sshfsCommand(remotePath: "/", port: port),
       settings: ["readiness": "\"probe\"", "probe_path": "\".\""],
-      statusWords: "read: Connection reset by peer",
-      logWords: ["ssh: connect to host 127.0.0.1 port \(port): Connection refused"])
+      // The line that says why, not merely the last one ("read: Connection reset by peer").
+      statusWords: "ssh: connect to host 127.0.0.1 port \(port): Connection refused",
+      logWords: ["read: Connection reset by peer"])
   }
 }
