@@ -301,6 +301,11 @@ public struct MountMachine: Sendable {
         "a live FUSE mount (\(fsType), \(source)) that this supervisor did not start is already at "
         + "\(mountpoint) and answers; it is left alone: unmount it (umount \(mountpoint)) or "
         + "choose another mountpoint"
+    case .fuse(let fsType, let source, .otherSupervisor(let pid)):
+      refusal =
+        "the FUSE mount (\(fsType), \(source)) at \(mountpoint) is served by a worker of another "
+        + "running mountsupd (pid \(pid)); it is left alone: stop that mount there (mountctl stop, "
+        + "on that supervisor's control socket) or choose another mountpoint"
     case .fuse(let fsType, let source, .failing(let reason)):
       refusal =
         "the FUSE mount (\(fsType), \(source)) already at \(mountpoint) fails statfs with \(reason); "

@@ -20,6 +20,8 @@ public enum FUSEServer: Equatable, Sendable {
   case leftover(pids: [Int32])
   /// A live server that no run of this supervisor started.
   case foreign
+  /// Served by a worker of another supervisor that runs (pid given): never touched.
+  case otherSupervisor(pid: Int32)
   /// `statfs` fails with another error: something is wrong, but it is not known to be dead.
   case failing(reason: String)
 }

@@ -41,6 +41,8 @@ public struct SupervisorCore: Sendable {
 
   /// Mounts that are no longer configured, kept until their workers are gone.
   private var removing: Set<String> = []
+  /// The mountpoints of `removing`: a mount that takes one over waits until the old one is gone.
+  private var removingAt: [String: String] = [:]
   /// Mounts to restart (operator or changed spec) once the mounts nested in them are down.
   private var restarting: Set<String> = []
 
@@ -252,6 +254,9 @@ public struct SupervisorCore: Sendable {
       if let parent = parents[name], !(machines[parent]?.isReady ?? true) {
         return "waiting for \(parent)"
       }
+      if let previous = removingAt[machines[name]!.spec.mountpoint], previous != name {
+        return "waiting for the removed mount \(previous) to leave its mountpoint"
+      }
       return "stopped"
     case .preparing, .starting:
       return machine.attemptInRun > 1 ? "starting, attempt \(machine.attemptInRun)" : "starting"
@@ -454,6 +459,10 @@ public struct SupervisorCore: Sendable {
   /// first, so that its own unmount is not refused with EBUSY.
   private func isWanted(_ name: String) -> Bool {
     guard !shuttingDown else { return false }
+    if let spec = machines[name]?.spec, let previous = removingAt[spec.mountpoint], previous != name
+    {
+      return false
+    }
     var current = name
     while true {
       guard !held.contains(current), !removing.contains(current), !restarting.contains(current)
@@ -582,6 +591,10 @@ public struct SupervisorCore: Sendable {
     let specs = machines.values.map(\.spec)
     parents = [:]
     children = [:]
+    removingAt = [:]
+    for name in removing {
+      if let spec = machines[name]?.spec { removingAt[spec.mountpoint] = name }
+    }
     // The nearest containing mountpoint, found by walking up each path: O(depth) per mount.
     let byMountpoint = Dictionary(
       specs.map { ($0.mountpoint, $0.name) }, uniquingKeysWith: { first, _ in first })

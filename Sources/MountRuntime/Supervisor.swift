@@ -119,6 +119,8 @@ public final class Supervisor {
     // a worker that is a shell wrapper finds them the same way.
     commands = CommandLookup.daemon(path: environment["PATH"])
     environment["PATH"] = commands.searchPath.joined(separator: ":")
+    // Inherited by every worker and its helpers: who they belong to (see LeftoverWorkers).
+    environment["MOUNTSUP_SUPERVISOR"] = LeftoverWorkers.identity
     inheritedEnvironment = environment
   }
 
@@ -552,8 +554,11 @@ public final class Supervisor {
     if let top = table.mounts(at: mountpoint).last {
       if !top.isFUSE {
         site = .other(fsType: top.fsType, source: top.source)
-      } else if case let leftovers = LeftoverWorkers.serving(mountpoint), !leftovers.isEmpty {
-        site = .fuse(fsType: top.fsType, source: top.source, server: .leftover(pids: leftovers))
+      } else if case let found = LeftoverWorkers.serving(mountpoint),
+        let server: FUSEServer = found.otherSupervisors.first.map({ .otherSupervisor(pid: $0) })
+          ?? (found.leftovers.isEmpty ? nil : .leftover(pids: found.leftovers))
+      {
+        site = .fuse(fsType: top.fsType, source: top.source, server: server)
       } else {
         let owner = top.owner
         let work = startOffLoop(

@@ -33,6 +33,7 @@ struct LaunchPlan {
     case .failure(let failure): throw RuntimeError(.executableNotFound, "cannot run \(failure)")
     }
     arguments = spec.command
+    // MOUNTSUP_SUPERVISOR is the one MOUNTSUP_ variable a worker inherits: its supervisor's.
     var variables = inherited.filter { !Self.withheld.contains($0.key) }
     if let user = spec.user {
       guard let account = Accounts.user(user) else {

@@ -6,6 +6,27 @@ import Testing
 
 @Suite("reload: mountctl reload and SIGHUP")
 struct ReloadTests {
+  @Test("a reload returns at an added mount's first failure, even with a long restart delay")
+  func returnsAtTheFirstFailure() async throws {
+    try await withDaemon([TestMount(name: "keep")]) { daemon in
+      #expect(try await daemon.ctl("wait-ready").status == 0)
+      try daemon.write([
+        TestMount(name: "keep"),
+        TestMount(
+          name: "broken", arguments: ["--fail", "no backend"],
+          overrides: ["restart": "\"always\"", "restart_delay": "\"30s\""]),
+      ])
+      let began = ContinuousClock.now
+      let reload = try await daemon.ctl(["reload"], timeout: .seconds(20))
+      #expect(ContinuousClock.now - began < .seconds(20))
+      #expect(reload.status != 0, "an added mount failed: \(reload)")
+      #expect(reload.output.contains("broken") || reload.errors.contains("broken"), "\(reload)")
+      #expect(try daemon.status().service?.reloading == false)
+      // The next reload is not held up behind it (and changes nothing).
+      #expect(try await daemon.ctl(["reload"], timeout: .seconds(20)).status == 0)
+    }
+  }
+
   @Test("added, removed, changed and unchanged mounts, checked by pid")
   func appliesTheDiff() async throws {
     let before = [TestMount(name: "keep"), TestMount(name: "change"), TestMount(name: "drop")]

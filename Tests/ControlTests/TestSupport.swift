@@ -43,6 +43,8 @@ struct TestMount {
   var arguments: [String] = []
   /// More TOML lines for the mount's table.
   var settings: [String] = []
+  /// Values that replace the test defaults (`restart_delay`, `stop_timeout`), as TOML literals.
+  var overrides: [String: String] = [:]
 }
 
 /// A `mountsupd` of a test, in a sandbox of its own (mountpoints, control socket, config, logs).
@@ -69,7 +71,7 @@ final class TestDaemon {
     let sections = mounts.map { mount in
       mountSection(
         mount.name, at: mountpoint(mount.name), workerOptions: mount.arguments,
-        ["restart_delay": "\"50ms\"", "stop_timeout": "\"3s\""])
+        ["restart_delay": "\"50ms\"", "stop_timeout": "\"3s\""].merging(mount.overrides) { $1 })
         + mount.settings.map { $0 + "\n" }.joined()
     }
     try sandbox.writeConfig(

@@ -183,3 +183,18 @@ extension SupervisorCore.Effect {
     return nil
   }
 }
+
+@Suite("MountMachine: a mount another running supervisor serves")
+struct OtherSupervisorTests {
+  @Test("it is refused, naming that supervisor, and never cleared")
+  func refused() {
+    var harness = MachineHarness()
+    harness.send(.start)
+    let effects = harness.send(
+      .mountpointInspected(
+        attempt: 1, .fuse(fsType: "fuse.sshfs", source: "h:", server: .otherSupervisor(pid: 77))))
+    #expect(effects.actions == [])
+    #expect(
+      harness.machine.lastFailure?.summary.contains("another running mountsupd (pid 77)") == true)
+  }
+}

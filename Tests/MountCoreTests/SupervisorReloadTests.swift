@@ -283,3 +283,24 @@ struct SupervisorReloadTests {
       ])
   }
 }
+
+@Suite("SupervisorCore: a mountpoint handed from one mount to another in a reload")
+struct MountpointHandOverTests {
+  @Test("a renamed mount starts only once the old name has left the mountpoint")
+  func renameWaitsForTheOldMount() {
+    var harness = CoreHarness([makeSpec("zeta", mountpoint: "/mnt/data")])
+    harness.begin()
+    harness.makeReady("zeta", pid: 1)
+    let (summary, effects) = harness.core.apply(
+      specs: [makeSpec("alpha", mountpoint: "/mnt/data")], now: harness.now)
+    #expect(summary.added == ["alpha"] && summary.removed == ["zeta"])
+    #expect(effects.actions(for: "alpha") == [], "the old mount is still there")
+    #expect(effects.actions(for: "zeta") == [.unmount])
+    #expect(harness.core.detail(of: "alpha").contains("waiting for the removed mount zeta"))
+    let gone = harness.exit("zeta")
+    #expect(
+      gone.actions(for: "alpha") == [
+        .inspectMountpoint(attempt: 1, mountpoint: "/mnt/data")
+      ])
+  }
+}
