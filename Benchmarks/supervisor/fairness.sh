@@ -14,6 +14,6 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 for product in mountsupd mountctl mountsup-testworker; do
-  swift build -c release --product "$product" >/dev/null
+  swift build -c release --static-swift-stdlib --scratch-path .build-bench --product "$product" >/dev/null
 done
-exec python3 Benchmarks/supervisor/fairness.py "$(swift build -c release --show-bin-path)" "$@"
+exec python3 Benchmarks/supervisor/fairness.py "$(swift build -c release --static-swift-stdlib --scratch-path .build-bench --show-bin-path)" "$@"

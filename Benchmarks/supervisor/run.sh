@@ -13,9 +13,12 @@ if [ "$(id -u)" != 0 ]; then
   echo "run.sh: run as root (the workers mount FUSE filesystems)" >&2
   exit 1
 fi
-swift build -c release --product mountsupd >/dev/null
-swift build -c release --product mountsup-testworker >/dev/null
-bin="$(swift build -c release --show-bin-path)"
+# Built as `make install` builds it (the Swift runtime linked in), in a folder of its own.
+build=(swift build -c release --static-swift-stdlib --scratch-path .build-bench)
+"${build[@]}" --product mountsupd >/dev/null
+"${build[@]}" --product mountctl >/dev/null
+"${build[@]}" --product mountsup-testworker >/dev/null
+bin="$("${build[@]}" --show-bin-path)"
 mkdir -p .build/bench
 cc -O2 -Wall -o .build/bench/launcher Benchmarks/supervisor/launcher.c
 exec python3 Benchmarks/supervisor/bench.py "$bin" .build/bench/launcher "$@"

@@ -1,5 +1,5 @@
 extension MountSpec {
-  /// Every key a `[mounts.NAME]` table may hold (design notes §3 plus `probe_path`).
+  /// Every key a `[mounts.NAME]` table may hold (see mounts.toml(5)).
   static let knownKeys = [
     "mountpoint", "command", "readiness", "probe_path", "restart", "required", "start_timeout",
     "stop_timeout", "restart_delay", "restart_delay_max", "start_limit_burst",

@@ -38,18 +38,10 @@ enum SystemAccess {
     defer { close(fd) }
     guard fstat(fd, &info) == 0 else { return .failure(.failed(errorText(errno))) }
     if let kind = nonRegularKind(info.st_mode) { return .failure(.notRegular(kind)) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65536)
-    while true {
-      let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-      if count == 0 { break }
-      if count < 0 {
-        if errno == EINTR { continue }
-        return .failure(.failed(errorText(errno)))
-      }
-      bytes.append(contentsOf: chunk[..<count])
-      // It grew since the stat.
-      if bytes.count > limit { return .failure(.tooLarge(Int64(bytes.count))) }
+    let bytes: [UInt8]
+    switch readAll(fd, limit: limit) {
+    case .success(let read): bytes = read
+    case .failure(let failure): return .failure(failure)
     }
     guard let text = String(validating: bytes, as: UTF8.self) else {
       return .failure(.failed("not valid UTF-8 text"))
@@ -154,24 +146,8 @@ enum SystemAccess {
     return mountpoints
   }
 
-  /// Undoes mountinfo's octal escapes (`\040` for a space, `\011`, `\012`, `\134`).
   static func unescapedMountinfoField(_ field: Substring) -> String {
-    guard field.contains("\\") else { return String(field) }
-    var bytes: [UInt8] = []
-    let source = Array(field.utf8)
-    var index = 0
-    while index < source.count {
-      if source[index] == UInt8(ascii: "\\"), index + 3 < source.count,
-        let value = UInt8(String(decoding: source[index + 1...index + 3], as: UTF8.self), radix: 8)
-      {
-        bytes.append(value)
-        index += 4
-      } else {
-        bytes.append(source[index])
-        index += 1
-      }
-    }
-    return String(decoding: bytes, as: UTF8.self)
+    unescapeMountinfoField(Array(field.utf8)[...])
   }
 
   /// A file of /proc, whose size stat reports as 0: read until EOF.
@@ -179,18 +155,24 @@ enum SystemAccess {
     let fd = open(path, O_RDONLY | O_CLOEXEC)
     guard fd >= 0 else { return .failure(.failed(errorText(errno))) }
     defer { close(fd) }
+    return readAll(fd, limit: .max).map { String(decoding: $0, as: UTF8.self) }
+  }
+
+  /// Reads `fd` to its end, retrying interrupted reads; more than `limit` bytes is `tooLarge`
+  /// (a file that grew since it was looked at).
+  private static func readAll(_ fd: Int32, limit: Int) -> Result<[UInt8], ReadFailure> {
     var bytes: [UInt8] = []
     var chunk = [UInt8](repeating: 0, count: 65536)
     while true {
       let count = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-      if count == 0 { break }
+      if count == 0 { return .success(bytes) }
       if count < 0 {
         if errno == EINTR { continue }
         return .failure(.failed(errorText(errno)))
       }
       bytes.append(contentsOf: chunk[..<count])
+      if bytes.count > limit { return .failure(.tooLarge(Int64(bytes.count))) }
     }
-    return .success(String(decoding: bytes, as: UTF8.self))
   }
 
   /// `nil` when the working directory is gone or unreachable.
@@ -203,4 +185,24 @@ enum SystemAccess {
   private static func errorText(_ code: Int32) -> String {
     String(cString: strerror(code))
   }
+}
+
+/// Undoes mountinfo's octal escapes (`\040` for a space, `\011`, `\012`, `\134`) in one
+/// field; shared by the configuration check and the runtime's mount table.
+public func unescapeMountinfoField(_ field: ArraySlice<UInt8>) -> String {
+  guard field.contains(UInt8(ascii: "\\")) else { return String(decoding: field, as: UTF8.self) }
+  var bytes: [UInt8] = []
+  var index = field.startIndex
+  while index < field.endIndex {
+    if field[index] == UInt8(ascii: "\\"), index + 3 < field.endIndex,
+      let value = UInt8(String(decoding: field[(index + 1)...(index + 3)], as: UTF8.self), radix: 8)
+    {
+      bytes.append(value)
+      index += 4
+    } else {
+      bytes.append(field[index])
+      index += 1
+    }
+  }
+  return String(decoding: bytes, as: UTF8.self)
 }

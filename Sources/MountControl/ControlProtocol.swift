@@ -224,7 +224,8 @@ public struct ControlResponse: Codable, Sendable, Equatable {
   public var reload: ReloadResult?
   /// `logs`: captured output lines of the worker, oldest first.
   public var lines: [String]?
-  /// True while further responses to the same request follow (`logs` with `follow`).
+  /// True while further responses to the same request follow: `logs` sends its lines in
+  /// pieces, and `logs` with `follow` keeps sending.
   public var more: Bool?
 
   public init(

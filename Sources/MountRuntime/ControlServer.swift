@@ -202,6 +202,12 @@ final class ControlServer {
   /// A line a worker printed: sent to every client that follows that mount's output.
   func outputAppended(_ line: String, of name: String) {
     for client in clients.values where !client.closed {
+      if case .logs(name, var lines, follow: true) = client.pending {
+        // Still sending the kept lines: this one goes after them.
+        lines.append(line)
+        client.pending = .logs(name, lines, follow: true)
+        continue
+      }
       guard case .follow(name) = client.pending else { continue }
       guard client.unsent < Self.followLimit else {
         client.missedLines += 1
@@ -209,7 +215,9 @@ final class ControlServer {
       }
       var lines = [line]
       if client.missedLines > 0 {
-        lines.insert("[\(client.missedLines) lines not sent: mountctl read too slowly]", at: 0)
+        let count = client.missedLines
+        lines.insert(
+          "[\(count) line\(count == 1 ? "" : "s") not sent: mountctl read too slowly]", at: 0)
         client.missedLines = 0
       }
       send(ControlResponse(lines: lines, more: true), to: client)

@@ -1,5 +1,6 @@
 import CLinuxSupport
 import Glibc
+import MountConfig
 
 /// One mount, as the supervisor needs to know it.
 struct MountEntry: Equatable, Sendable {
@@ -407,10 +408,12 @@ final class MountTable {
     guard device.count == 2, let major = UInt32(String(decoding: device[0], as: UTF8.self)),
       let minor = UInt32(String(decoding: device[1], as: UTF8.self))
     else { return nil }
-    let superOptions = separator + 3 < fields.endIndex ? unescape(fields[separator + 3]) : ""
+    let superOptions =
+      separator + 3 < fields.endIndex ? unescapeMountinfoField(fields[separator + 3]) : ""
     return MountEntry(
-      id: id, parentID: parent, mountpoint: unescape(fields[4]),
-      fsType: unescape(fields[separator + 1]), source: unescape(fields[separator + 2]),
+      id: id, parentID: parent, mountpoint: unescapeMountinfoField(fields[4]),
+      fsType: unescapeMountinfoField(fields[separator + 1]),
+      source: unescapeMountinfoField(fields[separator + 2]),
       owner: MountOwner(superOptions: superOptions), deviceMajor: major, deviceMinor: minor)
   }
 
@@ -510,23 +513,4 @@ final class MountTable {
     }
     return result
   }
-}
-
-/// mountinfo escapes space, tab, newline and backslash as `\ooo`.
-private func unescape(_ field: ArraySlice<UInt8>) -> String {
-  guard field.contains(UInt8(ascii: "\\")) else { return String(decoding: field, as: UTF8.self) }
-  var bytes: [UInt8] = []
-  var index = field.startIndex
-  while index < field.endIndex {
-    if field[index] == UInt8(ascii: "\\"), index + 3 < field.endIndex,
-      let value = UInt8(String(decoding: field[(index + 1)...(index + 3)], as: UTF8.self), radix: 8)
-    {
-      bytes.append(value)
-      index += 4
-    } else {
-      bytes.append(field[index])
-      index += 1
-    }
-  }
-  return String(decoding: bytes, as: UTF8.self)
 }

@@ -59,11 +59,14 @@ struct OutputLog {
 }
 
 /// Cuts a worker's output stream into lines. A line longer than `maximumLineLength` is cut
-/// there, so neither the buffer nor one kept line can grow without bound.
+/// there and the rest of it up to its newline dropped, so neither the buffer nor one kept line
+/// can grow without bound.
 struct LineSplitter {
   static let maximumLineLength = 16 * 1024
 
   private var partial: [UInt8] = []
+  /// A line was cut: its remaining bytes are dropped until its newline.
+  private var droppingRestOfLine = false
 
   /// Splits `bytes` onto what is left over from the last call: `line` gets every complete line
   /// for which `wanted()` says yes; lines it refuses are only counted (never decoded).
@@ -74,17 +77,23 @@ struct LineSplitter {
     while start < bytes.count {
       let rest = UnsafeRawBufferPointer(rebasing: bytes[start...])
       guard let base = rest.baseAddress, let found = memchr(base, 0x0A, rest.count) else {
-        partial.append(contentsOf: rest)
-        if partial.count >= Self.maximumLineLength { emitPartial(wanted: wanted, line: line) }
+        guard !droppingRestOfLine else { return }
+        partial.append(contentsOf: rest.prefix(Self.maximumLineLength - partial.count + 1))
+        if partial.count > Self.maximumLineLength {
+          emitPartial(wanted: wanted, line: line)
+          droppingRestOfLine = true
+        }
         return
       }
       let length = UnsafeRawPointer(found) - base
       let piece = UnsafeRawBufferPointer(rebasing: rest[..<length])
-      if wanted() {
+      if droppingRestOfLine {
+        droppingRestOfLine = false
+      } else if wanted() {
         if partial.isEmpty {
           line(Self.decode(piece))
         } else {
-          partial.append(contentsOf: piece)
+          partial.append(contentsOf: piece.prefix(Self.maximumLineLength))
           line(Self.decode(partial))
         }
       }
@@ -95,6 +104,7 @@ struct LineSplitter {
 
   /// The unfinished last line, at the end of the stream.
   mutating func finish(wanted: () -> Bool, line: (String) -> Void) {
+    droppingRestOfLine = false
     guard !partial.isEmpty else { return }
     emitPartial(wanted: wanted, line: line)
   }

@@ -473,6 +473,11 @@ public final class Supervisor {
   /// progress, STATUS, and the timer at the next deadline.
   private func afterTurn() {
     let changed = core.takeChangedMounts()
+    for name in changed where core.report(of: name) == nil {
+      // A reload removed it and its worker is gone: nothing of it is kept.
+      outputs[name] = nil
+      lastMountSite[name] = nil
+    }
     if !changed.isEmpty {
       control?.mountsChanged(changed)
       if reloads.mountsChanged(changed, core: core, notifier: notifier, status: serviceStatus) {
