@@ -52,21 +52,43 @@ public enum FailureReason {
   /// 1 for a failure without a cause, 2 for a cause, each one more when the line calls itself
   /// fatal or critical.
   static func score(_ line: String) -> Int {
-    let text = line.lowercased()
-    let start = text.drop { !$0.isLetter }
-    if chatter.contains(where: { start.hasPrefix($0) }) { return 0 }
+    // ASCII case folding on bytes: the words are English, and Foundation's case-insensitive
+    // search costs more than the rest of a worker's exit.
+    let text = Array(line.utf8).map { $0 >= 65 && $0 <= 90 ? $0 + 32 : $0 }
+    let start = text.drop { !($0 >= 97 && $0 <= 122) && $0 < 0x80 }
+    if chatter.contains(where: { start.starts(with: $0.utf8) }) { return 0 }
     var score = 0
-    if causes.contains(where: { text.contains($0) }) {
+    if causes.contains(where: { text.contains(bytes: $0) }) {
       score = 2
-    } else if failures.contains(where: { text.contains($0) }) {
+    } else if failures.contains(where: { text.contains(bytes: $0) }) {
       score = 1
     }
-    if score > 0, severities.contains(where: { text.contains($0) }) { score += 1 }
+    if score > 0, severities.contains(where: { text.contains(bytes: $0) }) { score += 1 }
     return score
   }
 
   private static func trimmed(_ line: String) -> String {
-    let characters = line.drop { $0.isWhitespace }
-    return String(characters.reversed().drop { $0.isWhitespace }.reversed())
+    let bytes = line.utf8
+    let isSpace = { (byte: UInt8) in byte == 0x20 || (byte >= 0x09 && byte <= 0x0D) }
+    guard let first = bytes.firstIndex(where: { !isSpace($0) }),
+      let last = bytes.lastIndex(where: { !isSpace($0) })
+    else { return "" }
+    return String(line[first...last])
+  }
+}
+
+extension [UInt8] {
+  /// Whether the ASCII word occurs in these bytes.
+  fileprivate func contains(bytes word: String) -> Bool {
+    let needle = Array(word.utf8)
+    guard needle.count <= count, let head = needle.first else { return needle.isEmpty }
+    var index = 0
+    while index + needle.count <= count {
+      if self[index] == head, self[index..<(index + needle.count)].elementsEqual(needle) {
+        return true
+      }
+      index += 1
+    }
+    return false
   }
 }

@@ -489,7 +489,8 @@ public struct MountMachine: Sendable {
   private mutating func exited(_ status: ExitStatus, outputTail: [String], now: MonotonicInstant)
     -> [Effect]
   {
-    let words = workerError ?? FailureReason.pick(from: outputTail)
+    // Only a failure needs the reason: a clean stop does not search the output for it.
+    var words: String? { workerError ?? FailureReason.pick(from: outputTail) }
     switch phase {
     case .starting:
       let failure = Failure(
