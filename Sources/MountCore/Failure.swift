@@ -37,14 +37,19 @@ public struct Failure: Error, Equatable, Hashable, Sendable, CustomStringConvert
   public var errno: Int32?
   /// The last lines of the worker's stdout/stderr at the time of the failure.
   public var outputTail: [String]
+  /// The same start would fail the same way (the command does not exist, the user is unknown):
+  /// retrying cannot help until the configuration or the system changes.
+  public var isCertainToRepeat: Bool
 
   public init(
-    summary: String, workerError: String? = nil, errno: Int32? = nil, outputTail: [String] = []
+    summary: String, workerError: String? = nil, errno: Int32? = nil, outputTail: [String] = [],
+    isCertainToRepeat: Bool = false
   ) {
     self.summary = summary
     self.workerError = workerError
     self.errno = errno
     self.outputTail = outputTail
+    self.isCertainToRepeat = isCertainToRepeat
   }
 
   public var description: String {

@@ -604,6 +604,16 @@ public struct MountMachine: Sendable {
       phase = .failed(failure)
       return [.log(.error, "failed: \(failure); restart = never")]
     }
+    if failure.isCertainToRepeat {
+      // Said once, not five times: the next attempt would fail the same way.
+      phase = .failed(failure)
+      return [
+        .log(
+          .error,
+          "failed: \(failure); not retried, since it would fail the same way: fix it, then "
+            + "`mountctl start \(spec.name)` or reload")
+      ]
+    }
     startHistory.removeAll { now - $0 >= spec.startLimitInterval }
     if startHistory.count >= spec.startLimitBurst {
       let given = Failure(

@@ -53,6 +53,7 @@ public final class Supervisor {
   /// follows its exit.
   private var lastMountSite: [String: (mountpoint: String, baseline: Set<UInt64>)] = [:]
   private var outputs: [String: OutputLog] = [:]
+  private var mountLoggers: [String: Logger] = [:]
   private var offLoop: [Int: (work: OffLoopWork, purpose: OffLoopPurpose)] = [:]
   private var nextOffLoopID = 1
   private var readBuffer = [UInt8](repeating: 0, count: Supervisor.outputPerTurn)
@@ -121,7 +122,7 @@ public final class Supervisor {
     environment["PATH"] = commands.searchPath.joined(separator: ":")
     // Inherited by every worker and its helpers: who they belong to (see LeftoverWorkers).
     environment["MOUNTSUP_SUPERVISOR"] = LeftoverWorkers.identity
-    inheritedEnvironment = environment
+    inheritedEnvironment = LaunchPlan.workerEnvironment(environment)
   }
 
   /// Every mount needs three descriptors (socketpair, output pipe, pidfd): a daemon started by
@@ -165,6 +166,7 @@ public final class Supervisor {
   private func turn() {
     drain()
     afterTurn()
+    guard exitCode == nil else { return }
     let busy =
       inboxNext < inbox.count || spawnNext < spawnQueue.count || control?.hasBacklog == true
     let ready = loop.wait(timeout: busy ? 0 : -1)
@@ -288,8 +290,8 @@ public final class Supervisor {
   private func record(_ line: String, of worker: Worker) {
     reportDroppedLines(of: worker)
     outputs[worker.mount, default: OutputLog()].append(line)
-    logger.info(
-      "\(line)", metadata: ["mount": "\(worker.mount)", "pid": "\(worker.pid)", "source": "worker"])
+    logger(for: worker.mount).info(
+      "\(line)", metadata: ["pid": "\(worker.pid)", "source": "worker"])
     control?.outputAppended(line, of: worker.mount)
   }
 
@@ -455,15 +457,17 @@ public final class Supervisor {
         logger.notice("ready: \(core.statusLine)")
         notifier.ready(status: core.statusLine)
       case .announceFailure(let name, let failure):
+        // The failure itself was logged as it happened; here what it means, and what led to it.
         logger.error(
-          "cannot start: required mount \(name) failed: \(failure)", metadata: ["mount": "\(name)"])
+          "cannot start: required mount \(name) failed; stopping every mount",
+          metadata: ["mount": "\(name)"])
         for line in failure.outputTail.suffix(10) {
           logger.error("  | \(line)", metadata: ["mount": "\(name)"])
         }
         notifier.failure(status: core.statusLine, errno: failure.errno)
       case .exit(let code):
-        logger.notice(
-          code == 0 ? "all mounts stopped" : "exiting with status \(code): \(core.statusLine)")
+        // A failure that ends the service was logged when it happened.
+        logger.notice(code == 0 ? "all mounts stopped" : "exiting with status \(code)")
         exitCode = code
       }
     }
@@ -477,6 +481,7 @@ public final class Supervisor {
       // A reload removed it and its worker is gone: nothing of it is kept.
       outputs[name] = nil
       lastMountSite[name] = nil
+      mountLoggers[name] = nil
     }
     if !changed.isEmpty {
       control?.mountsChanged(changed)
@@ -669,7 +674,11 @@ public final class Supervisor {
       let worker = try launch(spec, as: id)
       event = .spawned(pid: worker.pid)
     } catch {
-      event = .spawnFailed(Failure(summary: error.description, errno: error.errno))
+      let lasting: Set<RuntimeError.Code> = [.executableNotFound, .unknownAccount]
+      event = .spawnFailed(
+        Failure(
+          summary: error.description, errno: error.errno,
+          isCertainToRepeat: lasting.contains(error.code)))
     }
     inbox.append(.mount(name, event, at: .now()))
   }
@@ -712,7 +721,7 @@ public final class Supervisor {
     workers[id] = worker
     workerOf[spec.name] = id
     workerAt[spec.mountpoint] = id
-    logger(for: spec.name).info("worker started, pid \(pid)", metadata: ["pid": "\(pid)"])
+    logger(for: spec.name).info("worker started", metadata: ["pid": "\(pid)"])
     return worker
   }
 
@@ -761,9 +770,12 @@ public final class Supervisor {
     if reloads.isDue { inbox.append(.reload) }
   }
 
+  /// The logger of one mount (its name as metadata), made once per mount.
   private func logger(for name: String) -> Logger {
+    if let cached = mountLoggers[name] { return cached }
     var mountLogger = logger
     mountLogger[metadataKey: "mount"] = "\(name)"
+    mountLoggers[name] = mountLogger
     return mountLogger
   }
 }

@@ -29,7 +29,7 @@ public struct SupervisorLogHandler: LogHandler {
   }
 
   public func log(event: LogEvent) {
-    let merged = metadata.merging(event.metadata ?? [:]) { $1 }
+    let merged = event.metadata.map { metadata.merging($0) { $1 } } ?? metadata
     if toJournal, Self.sendToJournal(journalFields(event, merged)) { return }
     var mount = ""
     if let name = merged["mount"] {
@@ -39,9 +39,9 @@ public struct SupervisorLogHandler: LogHandler {
     // protocol have failed.
     let prefix =
       toJournal ? "<\(Self.priority(event.level))>" : "\(event.level.rawValue.uppercased()) "
-    let line = "\(prefix)\(mount)\(event.message)\n"
+    var line = prefix + mount + event.message.description + "\n"
     // One write per line, so lines of concurrent writers never interleave.
-    _ = line.withCString { write(2, $0, strlen($0)) }
+    _ = line.withUTF8 { write(2, $0.baseAddress, $0.count) }
   }
 
   /// The journal fields of one entry, each `NAME=value`.

@@ -20,7 +20,9 @@ struct LaunchPlan {
     "JOURNAL_STREAM", "MOUNTSUP_NOTIFY_FD", "MOUNTSUP_NAME", "MOUNTSUP_MOUNTPOINT",
   ]
 
-  /// - Parameter notifySocket: mode `notify`: the worker's own `NOTIFY_SOCKET` address.
+  /// - Parameters:
+  ///   - inherited: the supervisor's environment without `withheld` (see `workerEnvironment`).
+  ///   - notifySocket: mode `notify`: the worker's own `NOTIFY_SOCKET` address.
   init(
     spec: MountSpec, inherited: [String: String], commands: CommandLookup,
     notifySocket: String? = nil
@@ -34,7 +36,7 @@ struct LaunchPlan {
     }
     arguments = spec.command
     // MOUNTSUP_SUPERVISOR is the one MOUNTSUP_ variable a worker inherits: its supervisor's.
-    var variables = inherited.filter { !Self.withheld.contains($0.key) }
+    var variables = inherited
     if let user = spec.user {
       guard let account = Accounts.user(user) else {
         throw RuntimeError(.unknownAccount, "user \"\(user)\" does not exist")
@@ -62,6 +64,11 @@ struct LaunchPlan {
     if let notifySocket { variables["NOTIFY_SOCKET"] = notifySocket }
     for (key, value) in spec.environment { variables[key] = value }
     environment = variables.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+  }
+
+  /// What of the supervisor's environment workers inherit: filtered once, not per spawn.
+  static func workerEnvironment(_ environment: [String: String]) -> [String: String] {
+    environment.filter { !withheld.contains($0.key) }
   }
 
   /// Forks and execs the worker with `notify` as fd 3 and `output` as stdout and stderr; returns

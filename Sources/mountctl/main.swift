@@ -452,7 +452,7 @@ struct Logs: ParsableCommand {
           printError("mountctl: \(response.error?.message ?? "no reason given")")
           throw exitStatus(forRefusal: response.error)
         }
-        for line in response.lines ?? [] { print(line) }
+        for line in response.lines ?? [] { print(visible(line)) }
         fflush(nil)
         guard response.more == true else { return }
         response = try client.receive(timeout: nil)
@@ -522,3 +522,21 @@ struct WaitReady: ParsableCommand {
 }
 
 MountCtl.main(Array(reorderedArguments(Array(CommandLine.arguments.dropFirst()))))
+
+/// A worker's line with its control characters made visible (ESC as `^[`, DEL as `^?`): a
+/// worker's output must not drive the operator's terminal (escape sequences can rewrite the
+/// screen, set the title or worse). Tabs stay.
+func visible(_ line: String) -> String {
+  guard line.unicodeScalars.contains(where: { $0.value < 0x20 && $0 != "\t" || $0.value == 0x7F })
+  else { return line }
+  var text = ""
+  for scalar in line.unicodeScalars {
+    switch scalar.value {
+    case 0x09: text.unicodeScalars.append(scalar)
+    case 0..<0x20: text += "^" + String(UnicodeScalar(UInt8(scalar.value) + 0x40))
+    case 0x7F: text += "^?"
+    default: text.unicodeScalars.append(scalar)
+    }
+  }
+  return text
+}

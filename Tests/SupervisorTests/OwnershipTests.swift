@@ -63,3 +63,19 @@ import Testing
     #expect(!served.isEmpty, "the new worker serves the mount")
   }
 }
+
+@Suite struct SymlinkedMountpointTests {
+  @Test("a mountpoint reached through a symlink confirms, and leaves nothing behind")
+  func mountpointThroughASymlink() throws {
+    let sandbox = try Sandbox()
+    defer { sandbox.cleanUp() }
+    mkdir("\(sandbox.path)/real", 0o755)
+    symlink("\(sandbox.path)/real", "\(sandbox.path)/link")
+    let (notify, daemon) = try sandbox.startDaemon(
+      mountSection("linked", at: "\(sandbox.path)/link/x"))
+    #expect(notify.wait { $0.contains("READY=1") } != nil, "log:\n\(daemon.log)")
+    #expect(fuseMount(at: "\(sandbox.path)/real/x") != nil, "mounted at the real path")
+    #expect(daemon.stop() == 0)
+    #expect(fuseMount(at: "\(sandbox.path)/real/x") == nil, "a mount was left behind")
+  }
+}
