@@ -67,6 +67,9 @@ final class ControlServer {
     var requestDeadline: MonotonicInstant?
     /// By when some of the buffered answers must have been taken; nil when none wait.
     var writeDeadline: MonotonicInstant?
+    /// Bytes the kernel still held for the client at the last check: a slow reader takes from
+    /// the socket's buffer long before the socket reports room for more.
+    var queuedInSocket: Int32 = .max
     /// `logs -f`: lines not sent because the client reads too slowly.
     var missedLines = 0
     /// Reading stopped while enough unanswered requests wait in `input`.
@@ -80,6 +83,21 @@ final class ControlServer {
     }
 
     var unsent: Int { output.count - sent }
+
+    var isFollowing: Bool {
+      switch pending {
+      case .follow, .logs(_, _, follow: true): true
+      default: false
+      }
+    }
+
+    /// Whether the client took bytes from the socket since the last check (SIOCOUTQ).
+    var isReadingFromSocket: Bool {
+      var queued: Int32 = 0
+      guard ioctl(fd.raw, UInt(TIOCOUTQ), &queued) == 0 else { return false }
+      defer { queuedInSocket = queued }
+      return queued < queuedInSocket
+    }
     var hasCompleteRequest: Bool { input.contains(UInt8(ascii: "\n")) }
   }
 
@@ -175,6 +193,12 @@ final class ControlServer {
   func timerFired(now: MonotonicInstant) {
     for client in Array(clients.values) where !client.closed {
       if let deadline = client.writeDeadline, deadline <= now {
+        // A follower may pause (a terminal on hold, a pager): what it misses meanwhile is
+        // counted and said, and what waits for it is bounded by `followLimit`.
+        if client.isReadingFromSocket || client.isFollowing {
+          client.writeDeadline = now + Self.writeTimeout
+          continue
+        }
         drop(client, reason: "it did not read its answers for \(formatDuration(Self.writeTimeout))")
       } else if let deadline = client.requestDeadline, deadline <= now {
         logger.notice("control client \(client.peer.description) sent no complete request; dropped")
@@ -203,9 +227,13 @@ final class ControlServer {
   func outputAppended(_ line: String, of name: String) {
     for client in clients.values where !client.closed {
       if case .logs(name, var lines, follow: true) = client.pending {
-        // Still sending the kept lines: this one goes after them.
-        lines.append(line)
-        client.pending = .logs(name, lines, follow: true)
+        // Still sending the kept lines: this one goes after them, up to a bound.
+        if lines.count < OutputLog.capacity {
+          lines.append(line)
+          client.pending = .logs(name, lines, follow: true)
+        } else {
+          client.missedLines += 1
+        }
         continue
       }
       guard case .follow(name) = client.pending else { continue }
@@ -280,7 +308,7 @@ final class ControlServer {
 
   /// Unanswered requests beyond this wait in the socket, not in the daemon: a client that
   /// pipelines is read as fast as it is answered.
-  static let inputBacklogLimit = 4 * ControlProtocol.maximumRequestLength
+  static let inputBacklogLimit = 8 * ControlProtocol.maximumRequestLength
   /// Answers beyond this wait for the client to read before more requests are handled.
   static let outputBacklogLimit = 256 * 1024
 

@@ -5,18 +5,20 @@ import MountCore
 /// and failure reasons, and a rate limit keeps a worker that prints without pause from flooding
 /// the log, the journal and the followers of `mountctl logs -f`.
 ///
-/// The limit is journald's default idea per mount: at most `rateBurst` lines per
-/// `rateInterval`; what exceeds it is counted, not kept, and one line "[N lines dropped]" takes
-/// its place when the next line is let through (or the worker exits).
+/// The limit is journald's default idea per mount: at most `rateBurst` lines (and `rateBytes`
+/// bytes) per `rateInterval`; what exceeds it is counted, not kept, and one line
+/// "[N lines dropped]" takes its place when the next line is let through (or the worker exits).
 struct OutputLog {
   static let capacity = 200
   static let rateInterval: Duration = .seconds(30)
   static let rateBurst = 10_000
+  static let rateBytes = 8 << 20
 
   private var ring: [String] = []
   private var head = 0
   private var windowStart: MonotonicInstant?
   private var passedInWindow = 0
+  private var bytesInWindow = 0
   /// Lines dropped by the rate limit and not yet reported.
   private(set) var dropped = 0
 
@@ -27,17 +29,20 @@ struct OutputLog {
 
   func tail(_ count: Int) -> [String] { Array(lines.suffix(count)) }
 
-  /// Whether one more line may pass now; a line that may not is counted as dropped.
-  mutating func admit(now: MonotonicInstant) -> Bool {
+  /// Whether one more line of `length` bytes may pass now; a line that may not is counted as
+  /// dropped.
+  mutating func admit(now: MonotonicInstant, length: Int = 0) -> Bool {
     if windowStart.map({ now - $0 >= Self.rateInterval }) ?? true {
       windowStart = now
       passedInWindow = 0
+      bytesInWindow = 0
     }
-    guard passedInWindow < Self.rateBurst else {
+    guard passedInWindow < Self.rateBurst, bytesInWindow + length <= Self.rateBytes else {
       dropped += 1
       return false
     }
     passedInWindow += 1
+    bytesInWindow += length
     return true
   }
 
@@ -69,9 +74,9 @@ struct LineSplitter {
   private var droppingRestOfLine = false
 
   /// Splits `bytes` onto what is left over from the last call: `line` gets every complete line
-  /// for which `wanted()` says yes; lines it refuses are only counted (never decoded).
+  /// for which `wanted(length)` says yes; lines it refuses are only counted (never decoded).
   mutating func split(
-    _ bytes: UnsafeRawBufferPointer, wanted: () -> Bool, line: (String) -> Void
+    _ bytes: UnsafeRawBufferPointer, wanted: (Int) -> Bool, line: (String) -> Void
   ) {
     var start = 0
     while start < bytes.count {
@@ -89,7 +94,7 @@ struct LineSplitter {
       let piece = UnsafeRawBufferPointer(rebasing: rest[..<length])
       if droppingRestOfLine {
         droppingRestOfLine = false
-      } else if wanted() {
+      } else if wanted(min(partial.count + length, Self.maximumLineLength)) {
         if partial.isEmpty {
           line(Self.decode(piece))
         } else {
@@ -103,14 +108,16 @@ struct LineSplitter {
   }
 
   /// The unfinished last line, at the end of the stream.
-  mutating func finish(wanted: () -> Bool, line: (String) -> Void) {
+  mutating func finish(wanted: (Int) -> Bool, line: (String) -> Void) {
     droppingRestOfLine = false
     guard !partial.isEmpty else { return }
     emitPartial(wanted: wanted, line: line)
   }
 
-  private mutating func emitPartial(wanted: () -> Bool, line: (String) -> Void) {
-    if wanted() { line(Self.decode(partial.prefix(Self.maximumLineLength))) }
+  private mutating func emitPartial(wanted: (Int) -> Bool, line: (String) -> Void) {
+    if wanted(min(partial.count, Self.maximumLineLength)) {
+      line(Self.decode(partial.prefix(Self.maximumLineLength)))
+    }
     partial.removeAll(keepingCapacity: true)
   }
 

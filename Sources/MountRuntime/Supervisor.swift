@@ -269,14 +269,14 @@ public final class Supervisor {
         readBuffer.withUnsafeBytes { bytes in
           worker.lines.split(
             UnsafeRawBufferPointer(rebasing: bytes[..<count]),
-            wanted: { outputs[worker.mount, default: OutputLog()].admit(now: now) },
+            wanted: { outputs[worker.mount, default: OutputLog()].admit(now: now, length: $0) },
             line: { record($0, of: worker) })
         }
       case .success(nil):
         return
       case .success, .failure:
         worker.lines.finish(
-          wanted: { outputs[worker.mount, default: OutputLog()].admit(now: .now()) },
+          wanted: { outputs[worker.mount, default: OutputLog()].admit(now: .now(), length: $0) },
           line: { record($0, of: worker) })
         reportDroppedLines(of: worker)
         loop.remove(output)
@@ -299,9 +299,11 @@ public final class Supervisor {
   private func reportDroppedLines(of worker: Worker) {
     guard let marker = outputs[worker.mount]?.takeDroppedMarker() else { return }
     outputs[worker.mount, default: OutputLog()].append(marker)
-    logger.warning(
-      "\(marker) (more than \(OutputLog.rateBurst) lines in \(OutputLog.rateInterval))",
-      metadata: ["mount": "\(worker.mount)", "pid": "\(worker.pid)", "source": "worker"])
+    let limit =
+      "more than \(OutputLog.rateBurst) lines or \(OutputLog.rateBytes >> 20) MiB in "
+      + formatDuration(OutputLog.rateInterval)
+    logger(for: worker.mount).warning(
+      "\(marker) (\(limit))", metadata: ["pid": "\(worker.pid)", "source": "worker"])
     control?.outputAppended(marker, of: worker.mount)
   }
 

@@ -11,10 +11,10 @@ struct OutputLogTests {
     var lines: [String] = []
     for chunk in chunks {
       Array(chunk.utf8).withUnsafeBytes {
-        splitter.split($0, wanted: { true }, line: { lines.append($0) })
+        splitter.split($0, wanted: { _ in true }, line: { lines.append($0) })
       }
     }
-    splitter.finish(wanted: { true }, line: { lines.append($0) })
+    splitter.finish(wanted: { _ in true }, line: { lines.append($0) })
     return lines
   }
 
@@ -49,6 +49,16 @@ struct OutputLogTests {
     #expect(again == nil)
     let admittedLater = log.admit(now: start + OutputLog.rateInterval)
     #expect(admittedLater, "a new interval admits again")
+  }
+
+  @Test("long lines meet the byte limit first")
+  func byteLimit() {
+    var log = OutputLog()
+    let start = MonotonicInstant(nanoseconds: 1_000_000_000)
+    let length = 16 * 1024
+    var admitted = 0
+    for _ in 0..<1000 where log.admit(now: start, length: length) { admitted += 1 }
+    #expect(admitted == OutputLog.rateBytes / length)
   }
 
   @Test("the last 200 lines are kept, oldest first")
