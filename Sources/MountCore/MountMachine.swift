@@ -205,6 +205,11 @@ public struct MountMachine: Sendable {
   static let inspectionLimit = 4
 
   public mutating func handle(_ event: Event, now: MonotonicInstant) -> [Effect] {
+    // A spawned worker is always recorded, so that a timeout that is already due ends it.
+    if case .spawned = event {
+      let effects = handleInTime(event, now: now)
+      return effects + handleInTime(.timerFired, now: now)
+    }
     // An event read after the attempt's deadline comes after the timeout, whatever the order in
     // which the runtime saw the two: a READY at 10.001 s is no success for a 10 s timeout.
     var overdue: [Effect] = []
@@ -223,17 +228,22 @@ public struct MountMachine: Sendable {
       guard case .preparing(number, _) = phase else { return [] }
       return decide(site, attempt: number, now: now)
     case .prepared(let number):
-      guard case .preparing(number, let deadline) = phase else { return [] }
-      phase = .starting(attempt: number, deadline: deadline, Starting())
+      guard case .preparing(number, _) = phase else { return [] }
+      // Waiting for a turn to spawn is bounded too, but not by the preparation's deadline.
+      phase = .starting(attempt: number, deadline: now + spec.startTimeout, Starting())
       return [.spawn(attempt: number, spec)]
     case .prepareFailed(let number, let failure):
       guard case .preparing(number, _) = phase else { return [] }
       return afterFailure(failure, now: now)
     case .spawned(let pid):
-      return updateStarting {
-        $0.pid = pid
+      // The start timeout is the worker's: it counts from its spawn, not from the wait for a
+      // turn to spawn it (thousands of mounts start a few per loop turn).
+      guard case .starting(let number, _, var starting) = phase, starting.pid == nil else {
         return []
       }
+      starting.pid = pid
+      phase = .starting(attempt: number, deadline: now + spec.startTimeout, starting)
+      return []
     case .spawnFailed(let failure):
       guard case .starting = phase else { return [] }
       return afterFailure(failure, now: now)

@@ -424,6 +424,13 @@ public final class Supervisor {
       switch input {
       case .mount(let name, let event, let at):
         execute(core.handle(event, for: name, now: at))
+        if case .spawned(let pid) = event, core.report(of: name)?.pid != pid,
+          let worker = workerOf[name].flatMap({ workers[$0] }), worker.pid == pid
+        {
+          // No machine waits for this worker (never expected; it must not run unsupervised).
+          logger(for: name).error("worker \(pid) is not expected by its mount; killing it")
+          worker.signal(SIGKILL)
+        }
       case .timer(let at):
         execute(core.timerFired(now: at))
       case .shutdown(let signal, let at):

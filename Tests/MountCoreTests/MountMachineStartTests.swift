@@ -60,14 +60,14 @@ struct MountMachineStartTests {
     #expect(harness.machine.restarts == 0)
   }
 
-  @Test("prepared for the current attempt spawns, keeping the start deadline")
+  @Test("prepared for the current attempt spawns, with the start timeout from now")
   func preparedSpawns() {
     var harness = MachineHarness(makeSpec(startTimeout: .seconds(7)))
     harness.send(.start)
     harness.advance(.milliseconds(30))
     let effects = harness.send(.prepared(attempt: 1))
     #expect(effects == [.spawn(attempt: 1, harness.spec)])
-    #expect(harness.phase == .starting(attempt: 1, deadline: origin + .seconds(7), .init()))
+    #expect(harness.phase == .starting(attempt: 1, deadline: harness.now + .seconds(7), .init()))
   }
 
   @Test("prepared or prepareFailed for another attempt is ignored", arguments: [0, 2, 7])

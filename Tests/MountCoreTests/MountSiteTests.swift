@@ -198,3 +198,28 @@ struct OtherSupervisorTests {
       harness.machine.lastFailure?.summary.contains("another running mountsupd (pid 77)") == true)
   }
 }
+
+@Suite("MountMachine: the start timeout is the worker's")
+struct SpawnDeadlineTests {
+  @Test("the start timeout counts from the spawn, not from the wait for a turn to spawn")
+  func deadlineFromTheSpawn() {
+    var harness = MachineHarness(makeSpec(startTimeout: .seconds(10)))
+    harness.send(.start)
+    harness.send(.prepared(attempt: 1))
+    harness.advance(.seconds(4))
+    harness.send(.spawned(pid: 9))
+    #expect(harness.machine.deadline == harness.now + .seconds(10))
+  }
+
+  @Test("a worker spawned after its attempt's deadline is recorded, then ended by the timeout")
+  func spawnedAfterTheDeadline() {
+    var harness = MachineHarness(makeSpec(startTimeout: .seconds(1)))
+    harness.send(.start)
+    harness.send(.prepared(attempt: 1))
+    harness.advance(.seconds(2))
+    // The preparing deadline has passed; the spawn still counts from now.
+    let effects = harness.send(.spawned(pid: 9))
+    #expect(effects.actions == [])
+    #expect(harness.machine.pid == 9, "the worker is known, never orphaned")
+  }
+}
