@@ -5,7 +5,9 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <linux/close_range.h>
+#include <sched.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/syscall.h>
@@ -14,13 +16,13 @@
 
 /// The steps the child takes, in order; the index travels back through the error pipe.
 static const char *const spawn_steps[] = {
-    "reset signals", "setsid", "set death signal", "open /dev/null", "move descriptors",
+    "copy the low descriptors", "reset signals", "setsid", "set death signal", "open /dev/null", "move descriptors",
     "set up descriptors", "set the descriptor limit", "setgroups", "setgid", "setuid", "chdir /",
     "close descriptors", "exec",
 };
 
 enum {
-  STEP_SIGNALS, STEP_SETSID, STEP_DEATHSIG, STEP_DEVNULL, STEP_MOVE, STEP_DUP, STEP_NOFILE,
+  STEP_UNSHARE, STEP_SIGNALS, STEP_SETSID, STEP_DEATHSIG, STEP_DEVNULL, STEP_MOVE, STEP_DUP, STEP_NOFILE,
   STEP_SETGROUPS,
   STEP_SETGID, STEP_SETUID, STEP_CHDIR, STEP_CLOSE, STEP_EXEC,
 };
@@ -86,18 +88,100 @@ static void _Noreturn run_child(const mountsup_spawn_request *request, pid_t par
   child_fail(report_fd, STEP_EXEC);
 }
 
-int mountsup_spawn(const mountsup_spawn_request *request, pid_t *pid, int *pidfd,
-                   const char **failed_step) {
+#ifndef CLOSE_RANGE_UNSHARE
+#define CLOSE_RANGE_UNSHARE (1U << 1)
+#endif
+
+int mountsup_spawn_slots_open(mountsup_spawn_slots *slots) {
+  int fds[3];
+  for (int i = 0; i < 3; i++) {
+    fds[i] = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (fds[i] < 0) {
+      int saved = errno;
+      while (i-- > 0) close(fds[i]);
+      return saved;
+    }
+  }
+  slots->notify = fds[0];
+  slots->output = fds[1];
+  slots->report = fds[2];
+  int highest = fds[0] > fds[1] ? fds[0] : fds[1];
+  slots->floor = (highest > fds[2] ? highest : fds[2]) + 1;
+  return 0;
+}
+
+/// What the clone child needs; it lives on the parent's stack, which the child shares.
+typedef struct {
+  mountsup_spawn_request request;
+  const mountsup_spawn_slots *slots;
+  pid_t parent;
+} clone_arguments;
+
+/// The child of a spawn with slots: it shares the parent's descriptor table until its first
+/// step, which gives it a copy of the low end only (the slots and what lies below them). The
+/// kernel then neither copies the whole table at the clone nor closes it at the exec: both
+/// would cost in proportion to the descriptors of every other mount.
+static int clone_child(void *argument) {
+  clone_arguments *arguments = argument;
+  const mountsup_spawn_slots *slots = arguments->slots;
+  if (syscall(SYS_close_range, (unsigned)slots->floor, ~0U, CLOSE_RANGE_UNSHARE) != 0 &&
+      syscall(SYS_unshare, CLONE_FILES) != 0) {
+    // Still sharing the parent's table: report and leave without touching it.
+    int payload[2] = {STEP_UNSHARE, errno};
+    ssize_t ignored = write(slots->report, payload, sizeof payload);
+    (void)ignored;
+    _exit(127);
+  }
+  run_child(&arguments->request, arguments->parent, slots->report);
+}
+
+int mountsup_spawn(const mountsup_spawn_request *request, const mountsup_spawn_slots *slots,
+                   pid_t *pid, int *pidfd, const char **failed_step) {
   int report[2];
   if (pipe2(report, O_CLOEXEC) != 0) {
     *failed_step = "create the spawn report pipe";
     return errno;
   }
   pid_t parent = getpid();
-  // vfork: the child borrows the parent's memory until exec instead of copying its page tables,
-  // which for a supervisor of many mounts is most of the cost of a start. The parent's thread
-  // waits meanwhile; the child makes only async-signal-safe calls.
-  pid_t child = vfork();
+  pid_t child;
+  if (slots != NULL) {
+    // The worker's descriptors go into the slots for the moment of the clone.
+    if (dup2(request->notify_fd >= 0 ? request->notify_fd : slots->notify, slots->notify) < 0 ||
+        dup2(request->output_fd, slots->output) < 0 || dup2(report[1], slots->report) < 0) {
+      int saved = errno;
+      close(report[0]);
+      close(report[1]);
+      *failed_step = "place the worker's descriptors";
+      return saved;
+    }
+    clone_arguments arguments = {.request = *request, .slots = slots, .parent = parent};
+    arguments.request.notify_fd = request->notify_fd >= 0 ? slots->notify : -1;
+    arguments.request.output_fd = slots->output;
+    enum { STACK_SIZE = 64 * 1024 };
+    char *stack = malloc(STACK_SIZE);
+    if (stack == NULL) {
+      child = -1;
+    } else {
+      // CLONE_VM | CLONE_VFORK, as vfork: the child borrows this memory until exec, and this
+      // thread waits meanwhile. CLONE_FILES: no copy of the descriptor table (see clone_child).
+      child = clone(clone_child, stack + STACK_SIZE,
+                    CLONE_VM | CLONE_VFORK | CLONE_FILES | SIGCHLD, &arguments);
+      free(stack);
+    }
+    // The slots must not keep the worker's pipes open: back to placeholders.
+    int placeholder = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (placeholder >= 0) {
+      dup3(placeholder, slots->notify, O_CLOEXEC);
+      dup3(placeholder, slots->output, O_CLOEXEC);
+      dup3(placeholder, slots->report, O_CLOEXEC);
+      close(placeholder);
+    }
+  } else {
+    // vfork: the child borrows the parent's memory until exec instead of copying its page
+    // tables. The parent's thread waits meanwhile; the child makes only async-signal-safe calls.
+    child = vfork();
+    if (child == 0) run_child(request, parent, report[1]);
+  }
   if (child < 0) {
     int saved = errno;
     close(report[0]);
@@ -105,7 +189,6 @@ int mountsup_spawn(const mountsup_spawn_request *request, pid_t *pid, int *pidfd
     *failed_step = "fork";
     return saved;
   }
-  if (child == 0) run_child(request, parent, report[1]);
 
   close(report[1]);
   int payload[2];

@@ -64,6 +64,7 @@ public final class Supervisor {
   /// The soft descriptor limit the daemon inherited, before raising its own: workers get it.
   private let inheritedDescriptorLimit: rlimit
   private let unmountsAsRoot = geteuid() == 0
+  private let spawnSlots: SpawnSlots
 
   /// Something read by the loop, for the core or the runtime.
   private enum Input {
@@ -101,6 +102,8 @@ public final class Supervisor {
     self.loadConfiguration = reload
     self.logger = logger
     core = SupervisorCore(specs: configuration.mounts)
+    // First, while few descriptors are open: what lies below the slots is copied per spawn.
+    spawnSlots = try SpawnSlots()
     loop = try EventLoop()
     timer = try DeadlineTimer()
     signals = Descriptor(signalFD)
@@ -708,7 +711,8 @@ public final class Supervisor {
     try output.setNonBlocking()
     routeMountChanges()
     let baseline = Set(table.fuseMounts(at: spec.mountpoint).map(\.id))
-    let (pid, pidfd) = try plan.launch(notify: theirMessages, output: theirOutput)
+    let (pid, pidfd) = try plan.launch(
+      notify: theirMessages, output: theirOutput, slots: spawnSlots)
     let worker = Worker(
       id: id, mount: spec.name, pid: pid, pidfd: pidfd, messages: messages, output: output,
       mountpoint: spec.mountpoint, baseline: baseline)

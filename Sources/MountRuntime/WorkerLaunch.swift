@@ -72,10 +72,10 @@ struct LaunchPlan {
   }
 
   /// Forks and execs the worker with `notify` as fd 3 and `output` as stdout and stderr; returns
-  /// its pid and a pidfd for it.
-  func launch(notify: Descriptor?, output: Descriptor) throws(RuntimeError) -> (
-    pid: pid_t, pidfd: Descriptor
-  ) {
+  /// its pid and a pidfd for it. With `slots`, the cost does not grow with the descriptors open.
+  func launch(
+    notify: Descriptor?, output: Descriptor, slots: SpawnSlots? = nil
+  ) throws(RuntimeError) -> (pid: pid_t, pidfd: Descriptor) {
     let argv = arguments.map { strdup($0) } + [nil]
     let envp = environment.map { strdup($0) } + [nil]
     defer {
@@ -105,7 +105,10 @@ struct LaunchPlan {
               request.set_nofile = 1
               request.nofile = descriptorLimit
             }
-            return mountsup_spawn(&request, &pid, &pidfd, &step)
+            guard var placement = slots?.placement else {
+              return mountsup_spawn(&request, nil, &pid, &pidfd, &step)
+            }
+            return mountsup_spawn(&request, &placement, &pid, &pidfd, &step)
           }
         }
       }
@@ -134,4 +137,18 @@ func runHelper(_ arguments: [String]) -> ExitStatus? {
   var status: Int32 = 0
   retryingOnInterrupt { waitpid(pid, &status, 0) }
   return status & 0x7f == 0 ? .exited((status >> 8) & 0xff) : .signaled(status & 0x7f)
+}
+
+/// Three descriptors kept low in the table for spawning (see `mountsup_spawn_slots`): a child
+/// copies only the table below them, so a spawn costs the same with 10 mounts or 5,000.
+/// Open them early, before the descriptors of mounts exist; they live as long as the process.
+final class SpawnSlots {
+  let placement: mountsup_spawn_slots
+
+  init() throws(RuntimeError) {
+    var slots = mountsup_spawn_slots()
+    let code = mountsup_spawn_slots_open(&slots)
+    guard code == 0 else { throw RuntimeError(.descriptors, "spawn slots", errno: code) }
+    placement = slots
+  }
 }

@@ -34,10 +34,24 @@ typedef struct {
   struct rlimit nofile;
 } mountsup_spawn_request;
 
+/// Three descriptors the spawning thread keeps for itself (see `mountsup_spawn_slots_open`):
+/// the worker's descriptors are placed there for the moment of a spawn, so that the child can
+/// take a copy of only the low end of the descriptor table.
+typedef struct {
+  int notify, output, report;
+  /// Every descriptor from here up is left out of the child's copy of the table.
+  int floor;
+} mountsup_spawn_slots;
+
+/// Opens the slots (placeholders on /dev/null, close-on-exec). Call it early, while few
+/// descriptors are open: everything below the slots is copied into each child. 0 or an errno.
+int mountsup_spawn_slots_open(mountsup_spawn_slots *slots);
+
 /// Starts a process in its own session. Returns 0 with `*pid` and `*pidfd` set, or an errno
-/// value with `*failed_step` naming the step that failed (in the child or the parent).
-int mountsup_spawn(const mountsup_spawn_request *request, pid_t *pid, int *pidfd,
-                   const char **failed_step);
+/// value with `*failed_step` naming the step that failed (in the child or the parent). With
+/// `slots` (may be NULL), the cost of a spawn does not grow with the number of open descriptors.
+int mountsup_spawn(const mountsup_spawn_request *request, const mountsup_spawn_slots *slots,
+                   pid_t *pid, int *pidfd, const char **failed_step);
 
 /// Reaps the process behind `pidfd` if it has exited. Returns 1 and fills the outputs when it
 /// has, 0 when it still runs, -1 with errno on error.
