@@ -55,41 +55,81 @@ struct MountSupervisorDaemon: ParsableCommand {
       }
       return
     }
-    // Before any other thread exists, so that every thread inherits the blocked signals.
-    let signals = try Supervisor.captureSignals()
-    let verbose = verbose
-    LoggingSystem.bootstrap { label in
-      var handler = SupervisorLogHandler(label: label)
-      handler.logLevel = verbose ? .debug : .info
-      return handler
-    }
-    let logger = Logger(label: "mountsupd")
-    let configuration: Configuration
-    do {
-      configuration = try ConfigLoader.load(path: config)
-    } catch {
-      for warning in error.warnings { logger.warning("configuration: \(warning)") }
-      for problem in error.errors { logger.critical("invalid configuration: \(problem)") }
-      throw ExitCode(1)
-    }
-    for warning in configuration.warnings { logger.warning("configuration: \(warning)") }
-    let path = config
-    let supervisor = try Supervisor(
-      configuration: configuration, signalFD: signals, logger: logger,
-      reload: {
-        // The supervisor logs and reports the errors of an invalid configuration; the warnings
-        // of a valid one are logged here.
-        let next = try ConfigLoader.load(path: path)
-        for warning in next.warnings { logger.warning("configuration: \(warning)") }
-        return next
-      })
-    let code = try supervisor.run()
-    if code != 0 { throw ExitCode(code) }
+    try runDaemon(config: config, verbose: verbose)
   }
+}
+
+/// Runs the supervisor on `path` until it stops; throws the exit code when it is not 0.
+func runDaemon(config: String, verbose: Bool) throws {
+  signal(SIGPIPE, SIG_IGN)
+  // Before any other thread exists, so that every thread inherits the blocked signals.
+  let signals = try Supervisor.captureSignals()
+  let verbose = verbose
+  LoggingSystem.bootstrap { label in
+    var handler = SupervisorLogHandler(label: label)
+    handler.logLevel = verbose ? .debug : .info
+    return handler
+  }
+  let logger = Logger(label: "mountsupd")
+  let configuration: Configuration
+  do {
+    configuration = try ConfigLoader.load(path: config)
+  } catch {
+    for warning in error.warnings { logger.warning("configuration: \(warning)") }
+    for problem in error.errors { logger.critical("invalid configuration: \(problem)") }
+    throw ExitCode(1)
+  }
+  for warning in configuration.warnings { logger.warning("configuration: \(warning)") }
+  let path = config
+  let supervisor = try Supervisor(
+    configuration: configuration, signalFD: signals, logger: logger,
+    reload: {
+      // The supervisor logs and reports the errors of an invalid configuration; the warnings
+      // of a valid one are logged here.
+      let next = try ConfigLoader.load(path: path)
+      for warning in next.warnings { logger.warning("configuration: \(warning)") }
+      return next
+    })
+  let code = try supervisor.run()
+  if code != 0 { throw ExitCode(code) }
 }
 
 func printError(_ text: String) {
   _ = (text + "\n").withCString { write(2, $0, strlen($0)) }
 }
 
-MountSupervisorDaemon.main()
+/// The command lines a service manager uses (`--config PATH`, `--verbose`) are read directly:
+/// argument-parser's start-up (reflection over the command's properties) costs milliseconds,
+/// which is most of the time to READY of a small configuration. Anything else, `--help` and
+/// every error included, goes through argument-parser.
+func serviceArguments(_ arguments: [String]) -> (config: String, verbose: Bool)? {
+  var config = Configuration.defaultPath
+  var verbose = false
+  var index = 0
+  while index < arguments.count {
+    let argument = arguments[index]
+    if argument == "--config", index + 1 < arguments.count, !arguments[index + 1].hasPrefix("-") {
+      config = arguments[index + 1]
+      index += 2
+    } else if argument.hasPrefix("--config="), argument.count > "--config=".count {
+      config = String(argument.dropFirst("--config=".count))
+      index += 1
+    } else if argument == "--verbose" {
+      verbose = true
+      index += 1
+    } else {
+      return nil
+    }
+  }
+  return (config, verbose)
+}
+
+if let (config, verbose) = serviceArguments(Array(CommandLine.arguments.dropFirst())) {
+  do {
+    try runDaemon(config: config, verbose: verbose)
+  } catch {
+    MountSupervisorDaemon.exit(withError: error)
+  }
+} else {
+  MountSupervisorDaemon.main()
+}
