@@ -361,7 +361,14 @@ final class ControlServer {
   private func readInput(_ client: Client) {
     var chunk = [UInt8](repeating: 0, count: 16384)
     for _ in 0..<4 where !client.closed && client.input.count < Self.inputBacklogLimit {
-      let count = read(client.fd.raw, &chunk, chunk.count)
+      let result = chunk.withUnsafeMutableBytes { buffer in
+        Result { () throws(RuntimeError) in try client.fd.read(into: buffer) }
+      }
+      guard case .success(let read) = result else {
+        drop(client, reason: nil)
+        return
+      }
+      guard let count = read else { break }
       if count > 0 {
         if client.closeWhenFlushed { continue }
         client.input += chunk.prefix(count)
@@ -381,12 +388,6 @@ final class ControlServer {
           return
         }
         continue
-      }
-      if count < 0, errno == EINTR { continue }
-      if count < 0, errno == EAGAIN { break }
-      guard count == 0 else {
-        drop(client, reason: nil)
-        return
       }
       // The client shut down its sending side (`socat`, `nc -N`): it still gets the answers
       // to what it sent, then the connection closes.
@@ -469,20 +470,21 @@ final class ControlServer {
   private func flush(_ client: Client) {
     var progressed = false
     while !client.closed, client.sent < client.output.count {
-      let count = client.output[client.sent...].withUnsafeBytes {
-        Glibc.send(client.fd.raw, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+      let result = client.output[client.sent...].withUnsafeBytes { bytes in
+        Result { () throws(RuntimeError) in try client.fd.send(bytes) }
       }
-      if count > 0 {
+      switch result {
+      case .success(let count?) where count > 0:
         client.sent += count
         progressed = true
-      } else if count < 0, errno == EINTR {
         continue
-      } else if count < 0, errno == EAGAIN {
+      case .success(nil):
         break
-      } else {
+      case .success, .failure:
         drop(client, reason: nil)
         return
       }
+      break
     }
     guard !client.closed else { return }
     if client.sent == client.output.count {

@@ -85,7 +85,8 @@ final class MountTable {
 
   let mechanism: Mechanism
   /// Watch it with epoll for `epollEvents`, then call `readChanges()`.
-  let fd: Int32
+  var fd: Int32 { descriptor.raw }
+  private let descriptor: Descriptor
   /// EPOLLIN for fanotify, EPOLLPRI for mountinfo.
   let epollEvents: UInt32
   /// Why the fallback runs, for the log; nil with fanotify.
@@ -107,7 +108,7 @@ final class MountTable {
   private var events = [mountsup_mount_event](repeating: mountsup_mount_event(), count: 256)
   /// The mountinfo fallback: a second open file of it whose own POLLPRI says whether anything
   /// changed since this table last read it (epoll consumes that of `fd`).
-  private var mountinfoFD: Int32 = -1
+  private var mountinfo: Descriptor?
   /// mountinfo's IDs in its order (attach order), and its lines, to skip parsing unchanged ones.
   private var mountinfoOrder: [UInt64] = []
   private var mountinfoLines: [UInt64: [UInt8]] = [:]
@@ -126,20 +127,20 @@ final class MountTable {
       reason = forced == nil ? "forced by MOUNTSUP_MOUNT_TABLE=mountinfo" : "forced"
     } else {
       // Events first, then the list: a mount attached in between is in both, never in neither.
-      let events = mountsup_mount_events_open()
-      if events >= 0 {
+      let opened = mountsup_mount_events_open()
+      if opened >= 0 {
+        let events = Descriptor(opened)
         do {
           var buffer = [UInt64](repeating: 0, count: 2048)
           let snapshot = try Self.kernelSnapshot(buffer: &buffer)
           statmountBuffer = buffer
-          fd = events
+          descriptor = events
           mechanism = .fanotify
           epollEvents = EPOLLIN.rawValue
           fallbackReason = nil
           _ = apply(snapshot: snapshot)
           return
         } catch {
-          close(events)
           if insist { throw error }
           reason = "\(error)"
         }
@@ -153,24 +154,15 @@ final class MountTable {
         }
       }
     }
-    fd = open(Self.path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { throw RuntimeError(.mountTable, "open \(Self.path)", errno: errno) }
-    mountinfoFD = open(Self.path, O_RDONLY | O_CLOEXEC)
-    guard mountinfoFD >= 0 else {
-      let code = errno
-      close(fd)
-      throw RuntimeError(.mountTable, "open \(Self.path)", errno: code)
-    }
+    descriptor = Descriptor(
+      try system(.mountTable, "open \(Self.path)") { open(Self.path, O_RDONLY | O_CLOEXEC) })
+    mountinfo = Descriptor(
+      try system(.mountTable, "open \(Self.path)") { open(Self.path, O_RDONLY | O_CLOEXEC) })
     mechanism = .mountinfo
     epollEvents = EPOLLPRI.rawValue
     fallbackReason = reason
     readBuffer = [UInt8](repeating: 0, count: 262_144)
     _ = rereadMountinfo(force: true)
-  }
-
-  deinit {
-    close(fd)
-    if mountinfoFD >= 0 { close(mountinfoFD) }
   }
 
   var count: Int { entries.count }
@@ -311,10 +303,11 @@ final class MountTable {
   /// Re-reads mountinfo if it changed since the last read (or `force`) and applies the
   /// difference. A line equal to the last read's is the same mount and is not parsed again.
   private func rereadMountinfo(force: Bool) -> [MountChange] {
-    var poller = pollfd(fd: mountinfoFD, events: Int16(POLLPRI), revents: 0)
+    guard let mountinfo else { return [] }
+    var poller = pollfd(fd: mountinfo.raw, events: Int16(POLLPRI), revents: 0)
     let changed = poll(&poller, 1, 0) > 0 && poller.revents & Int16(POLLPRI) != 0
     guard changed || force else { return [] }
-    let length = readWhole(mountinfoFD)
+    let length = readWhole(mountinfo.raw)
     var order: [UInt64] = []
     var lines: [UInt64: [UInt8]] = [:]
     var arriving: [MountEntry] = []

@@ -313,22 +313,25 @@ public final class Supervisor {
   private func readMessages(of worker: Worker) {
     guard let messages = worker.messages else { return }
     while true {
-      let got = recv(messages.raw, &readBuffer, readBuffer.count, Int32(MSG_DONTWAIT))
-      if got > 0 {
-        let message = WorkerMessage(datagram: readBuffer.prefix(got))
+      let got = readBuffer.withUnsafeMutableBytes { buffer in
+        Result { () throws(RuntimeError) in try messages.receive(into: buffer) }
+      }
+      switch got {
+      case .success(let count?) where count > 0:
+        let message = WorkerMessage(datagram: readBuffer.prefix(count))
         if message.isEmpty {
-          logger.debug(
-            "ignored a message without known keys", metadata: ["mount": "\(worker.mount)"])
+          logger(for: worker.mount).debug("ignored a message without known keys")
         } else {
           inbox.append(.mount(worker.mount, .message(message), at: .now()))
         }
-        continue
+      case .success(nil):
+        return
+      case .success, .failure:
+        // The worker closed its end (or the socket failed): no more messages.
+        loop.remove(messages)
+        worker.messages = nil
+        return
       }
-      if got < 0, errno == EINTR { continue }
-      if got < 0, errno == EAGAIN { return }
-      loop.remove(messages)
-      worker.messages = nil
-      return
     }
   }
 

@@ -55,6 +55,37 @@ final class Descriptor: Hashable, CustomStringConvertible, @unchecked Sendable {
   }
 }
 
+extension Descriptor {
+  /// One `recv` that does not wait, retried when interrupted: the byte count, 0 when the peer
+  /// closed, nil when nothing is there now (EAGAIN). Other errors are thrown.
+  func receive(into buffer: UnsafeMutableRawBufferPointer) throws(RuntimeError) -> Int? {
+    while true {
+      let count = recv(raw, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT))
+      if count >= 0 { return count }
+      switch errno {
+      case EINTR: continue
+      case EAGAIN: return nil
+      case let code: throw RuntimeError(.io, "recv", errno: code)
+      }
+    }
+  }
+
+  /// One `send` that does not wait (and raises no SIGPIPE), retried when interrupted: the bytes
+  /// sent, nil when the socket has no room now (EAGAIN). Other errors are thrown.
+  func send(_ bytes: UnsafeRawBufferPointer) throws(RuntimeError) -> Int? {
+    while true {
+      let count = Glibc.send(
+        raw, bytes.baseAddress, bytes.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT))
+      if count >= 0 { return count }
+      switch errno {
+      case EINTR: continue
+      case EAGAIN: return nil
+      case let code: throw RuntimeError(.io, "send", errno: code)
+      }
+    }
+  }
+}
+
 /// An error of the Linux runtime, in the style of swift-subprocess's `SubprocessError`: a code
 /// a caller can act on, what was being done, and the errno behind it.
 public struct RuntimeError: Error, CustomStringConvertible, Sendable {
