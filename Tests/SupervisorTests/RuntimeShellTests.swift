@@ -89,3 +89,34 @@ private func ctl(_ arguments: [String]) -> (status: Int32, output: String) {
   process.waitUntilExit()
   return (process.terminationStatus, String(decoding: data, as: UTF8.self))
 }
+
+@Suite struct DescriptorLimitTests {
+  @Test("the daemon raises its soft descriptor limit; its workers get the one it inherited")
+  func descriptorLimits() throws {
+    var limit = rlimit()
+    getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    guard limit.rlim_max > 1024 else { return }  // nothing to raise on this machine
+    let sandbox = try Sandbox()
+    defer { sandbox.cleanUp() }
+    let mountpoint = "\(sandbox.path)/limits"
+    // The worker says its own soft limit before it becomes the test worker.
+    let notify = try NotifyReceiver(in: sandbox)
+    let config = try sandbox.writeConfig(
+      mountSection(
+        "limits", at: mountpoint,
+        command: [
+          "/bin/sh", "-c", "echo \"soft limit $(ulimit -n)\" >&2; exec \"$0\" \"$@\"", testWorker,
+          "{mountpoint}",
+        ]))
+    let daemon = try Daemon(
+      config: config, sandbox: sandbox, notify: notify,
+      launcher: ["/usr/bin/prlimit", "--nofile=1024:\(limit.rlim_max)", "--"])
+    defer { daemon.stop() }
+    #expect(notify.wait { $0.contains("READY=1") } != nil, "log:\n\(daemon.log)")
+    #expect(daemon.log.contains("soft limit 1024"), "log:\n\(daemon.log)")
+    let limits = try String(contentsOfFile: "/proc/\(daemon.pid)/limits", encoding: .utf8)
+    let line = limits.split(separator: "\n").first { $0.hasPrefix("Max open files") } ?? ""
+    let fields = line.split(separator: " ", omittingEmptySubsequences: true)
+    #expect(fields.count >= 5 && fields[3] == fields[4], "soft = hard: \(line)")
+  }
+}
