@@ -75,24 +75,24 @@ public struct MountMachine: Sendable {
   public static let stableAfter: Duration = .seconds(10)
 
   public internal(set) var spec: MountSpec
-  public private(set) var phase: Phase = .inactive
+  public internal(set) var phase: Phase = .inactive
   /// Start attempts, numbered from 1; async answers carry the number they belong to.
-  public private(set) var attempt = 0
+  public internal(set) var attempt = 0
   /// Automatic restarts after failures (operators' and reloads' restarts are not counted).
-  public private(set) var restarts = 0
+  public internal(set) var restarts = 0
   /// Attempts of the current run: since the last start by an operator, a reload or the
   /// supervisor's own start.
-  public private(set) var attemptInRun = 0
-  public private(set) var lastFailure: Failure?
+  public internal(set) var attemptInRun = 0
+  public internal(set) var lastFailure: Failure?
   /// The worker's latest `STATUS=` text.
-  public private(set) var workerStatus: String?
-  private var workerError: String?
-  private var workerErrno: Int32?
-  private var startHistory: [MonotonicInstant] = []
-  private var attemptStartedAt = MonotonicInstant(nanoseconds: 0)
-  private var consecutiveFailures = 0
+  public internal(set) var workerStatus: String?
+  var workerError: String?
+  var workerErrno: Int32?
+  var startHistory: [MonotonicInstant] = []
+  var attemptStartedAt = MonotonicInstant(nanoseconds: 0)
+  var consecutiveFailures = 0
   /// Mounts found and cleared at the mountpoint during the current attempt.
-  private var inspections = 0
+  var inspections = 0
 
   public init(spec: MountSpec) {
     self.spec = spec
@@ -282,80 +282,15 @@ public struct MountMachine: Sendable {
   }
 
   /// What confirms a start besides the mount in the table: the worker's word or a probe.
-  private enum Confirmation { case workerReady, probe }
+  enum Confirmation { case workerReady, probe }
 
-  private var confirmation: Confirmation {
+  var confirmation: Confirmation {
     switch spec.readiness {
     case .protocol, .notify: .workerReady
     case .probe: .probe
     }
   }
 
-  /// The rules for what a start finds at its mountpoint: a dead FUSE mount, or one served by a
-  /// worker an earlier run left behind, is cleared and the mountpoint looked at again; anything
-  /// else that is mounted there belongs to someone else and is never touched.
-  private mutating func decide(_ site: MountSite, attempt number: Int, now: MonotonicInstant)
-    -> [Effect]
-  {
-    let mountpoint = spec.mountpoint
-    let refusal: String
-    switch site {
-    case .empty:
-      return [.createMountpoint(attempt: number, mountpoint: mountpoint, user: spec.user)]
-    case .other(let fsType, let source):
-      refusal =
-        "a \(fsType) mount (\(source)) is already at \(mountpoint); MountSupervisor only replaces "
-        + "dead FUSE mounts and leaves this one alone: unmount it or choose another mountpoint"
-    case .fuse(let fsType, let source, .foreign):
-      refusal =
-        "a live FUSE mount (\(fsType), \(source)) that this supervisor did not start is already at "
-        + "\(mountpoint) and answers; it is left alone: unmount it (umount \(mountpoint)) or "
-        + "choose another mountpoint"
-    case .fuse(let fsType, let source, .otherSupervisor(let pid)):
-      refusal =
-        "the FUSE mount (\(fsType), \(source)) at \(mountpoint) is served by a worker of another "
-        + "running mountsupd (pid \(pid)); it is left alone: stop that mount there (mountctl stop, "
-        + "on that supervisor's control socket) or choose another mountpoint"
-    case .fuse(let fsType, let source, .failing(let reason)):
-      refusal =
-        "the FUSE mount (\(fsType), \(source)) already at \(mountpoint) fails statfs with \(reason); "
-        + "it is left alone: unmount it or choose another mountpoint"
-    case .fuse(let fsType, let source, .gone(let reason)):
-      return clear(
-        at: mountpoint, attempt: number,
-        because:
-          "detached a dead FUSE mount (\(fsType), \(source)) left at \(mountpoint): \(reason)",
-        ending: [], now: now)
-    case .fuse(_, _, .leftover(let pids)):
-      let list = pids.map(String.init).joined(separator: ", ")
-      return clear(
-        at: mountpoint, attempt: number,
-        because: "a worker left by an earlier run of the supervisor (pid \(list)) still served "
-          + "\(mountpoint): killed it and detached its mount",
-        ending: pids, now: now)
-    }
-    return afterFailure(Failure(summary: refusal), now: now)
-  }
-
-  /// Ends the leftover workers, detaches the mount and looks at the mountpoint again.
-  private mutating func clear(
-    at mountpoint: String, attempt number: Int, because reason: String, ending pids: [Int32],
-    now: MonotonicInstant
-  ) -> [Effect] {
-    inspections += 1
-    guard inspections <= Self.inspectionLimit else {
-      return afterFailure(
-        Failure(
-          summary:
-            "a FUSE mount came back at \(mountpoint) after \(Self.inspectionLimit) detaches; "
-            + "something else keeps mounting there: find it (findmnt \(mountpoint))"),
-        now: now)
-    }
-    return (pids.isEmpty ? [] : [.endLeftoverWorkers(pids: pids)]) + [
-      .detachStaleMount(attempt: number, mountpoint: mountpoint), .log(.warning, reason),
-      .inspectMountpoint(attempt: number, mountpoint: mountpoint),
-    ]
-  }
   private mutating func start(now: MonotonicInstant) -> [Effect] {
     switch phase {
     case .inactive, .exited, .failed, .backoff:
@@ -373,14 +308,14 @@ public struct MountMachine: Sendable {
 
   /// A start asked for by an operator or a reload: a new run, with a fresh start limit and
   /// restart delay; it is not counted as a restart.
-  private mutating func beginRun(now: MonotonicInstant) -> [Effect] {
+  mutating func beginRun(now: MonotonicInstant) -> [Effect] {
     startHistory.removeAll()
     consecutiveFailures = 0
     attemptInRun = 0
     return beginStart(now: now)
   }
 
-  private mutating func beginStart(now: MonotonicInstant) -> [Effect] {
+  mutating func beginStart(now: MonotonicInstant) -> [Effect] {
     startHistory.append(now)
     attemptStartedAt = now
     attempt += 1
@@ -454,14 +389,14 @@ public struct MountMachine: Sendable {
     return effects
   }
 
-  private mutating func updateStarting(_ body: (inout Starting) -> [Effect]) -> [Effect] {
+  mutating func updateStarting(_ body: (inout Starting) -> [Effect]) -> [Effect] {
     guard case .starting(let number, let deadline, var starting) = phase else { return [] }
     let effects = body(&starting)
     phase = .starting(attempt: number, deadline: deadline, starting)
     return effects
   }
 
-  private mutating func confirmIfComplete(now: MonotonicInstant) -> [Effect] {
+  mutating func confirmIfComplete(now: MonotonicInstant) -> [Effect] {
     guard case .starting(_, _, let starting) = phase, let pid = starting.pid, starting.mountSeen
     else { return [] }
     switch confirmation {
@@ -474,181 +409,6 @@ public struct MountMachine: Sendable {
       .log(
         .notice, "ready: FUSE mount confirmed at \(spec.mountpoint) after \(took.milliseconds) ms")
     ]
-  }
-
-  private mutating func mountVanished(now: MonotonicInstant) -> [Effect] {
-    switch phase {
-    case .starting(let number, let deadline, var starting):
-      starting.mountSeen = false
-      phase = .starting(attempt: number, deadline: deadline, starting)
-      return []
-    case .ready(let pid, let since):
-      readyRunEnded(since: since, now: now)
-      let failure = Failure(
-        summary: "its FUSE mount at \(spec.mountpoint) disappeared while the worker ran "
-          + "(unmounted from outside? use `mountctl stop \(spec.name)` to stop a mount)")
-      phase = .stopping(
-        Stopping(
-          pid: pid, stage: .terminating, deadline: now + spec.stopTimeout, then: .retry(failure)))
-      return [.log(.warning, failure.summary), .signal(15)]
-    default:
-      return []
-    }
-  }
-
-  private mutating func exited(_ status: ExitStatus, outputTail: [String], now: MonotonicInstant)
-    -> [Effect]
-  {
-    // Only a failure needs the reason: a clean stop does not search the output for it.
-    var words: String? { workerError ?? FailureReason.pick(from: outputTail) }
-    switch phase {
-    case .starting:
-      let failure = Failure(
-        summary: "\(status) before its mount was ready", workerError: words, errno: workerErrno,
-        outputTail: outputTail)
-      return [.cancelProbe, .detachMount] + afterFailure(failure, now: now)
-    case .ready(_, let since):
-      let served = now - since
-      readyRunEnded(since: since, now: now)
-      // Output printed while it served is no explanation of a crash; only its ERROR= is.
-      let failure = Failure(
-        summary: "\(status) after \(served.milliseconds) ms ready", workerError: workerError,
-        errno: workerErrno, outputTail: outputTail)
-      if status.isSuccess, spec.restart != .always {
-        phase = .exited(status)
-        return [
-          .detachMount,
-          .log(.notice, "worker \(status); restart = \(spec.restart.rawValue), not restarting"),
-        ]
-      }
-      return [.detachMount] + afterFailure(failure, now: now, countsAsFailure: !status.isSuccess)
-    case .stopping(let stopping):
-      switch stopping.then {
-      case .stay:
-        phase = .inactive
-        return [.detachMount, .log(.info, "stopped (\(status))")]
-      case .restart:
-        return [.detachMount] + beginRun(now: now)
-      case .retry(var failure):
-        failure.workerError = failure.workerError ?? words
-        failure.errno = failure.errno ?? workerErrno
-        failure.outputTail = outputTail
-        return [.detachMount] + afterFailure(failure, now: now)
-      }
-    default:
-      return []
-    }
-  }
-
-  private mutating func deadlinePassed(now: MonotonicInstant) -> [Effect] {
-    switch phase {
-    case .preparing:
-      return afterFailure(
-        Failure(
-          summary:
-            "the mountpoint \(spec.mountpoint) could not be prepared within \(formatDuration(spec.startTimeout))"
-        ),
-        now: now)
-    case .starting(_, _, let starting):
-      var missing: [String] = []
-      if confirmation == .workerReady, !starting.readySeen {
-        missing.append("the worker never sent READY=1")
-      }
-      if !starting.mountSeen { missing.append("no FUSE mount appeared at \(spec.mountpoint)") }
-      if confirmation == .probe, starting.mountSeen, !starting.probeAnswered {
-        missing.append(
-          "the mount did not answer a probe (\(starting.lastProbeError ?? "no answer"))")
-      }
-      let failure = Failure(
-        summary:
-          "no confirmed FUSE init within \(formatDuration(spec.startTimeout)) (\(missing.joined(separator: "; ")))",
-        workerError: workerError, errno: workerErrno)
-      guard let pid = starting.pid else { return afterFailure(failure, now: now) }
-      phase = .stopping(Stopping(pid: pid, stage: .killing, deadline: nil, then: .retry(failure)))
-      return [.log(.error, failure.summary), .cancelProbe, .signal(9), .detachMount]
-    case .backoff:
-      return beginStart(now: now)
-    case .stopping(var stopping):
-      switch stopping.stage {
-      case .unmounting:
-        stopping.stage = .terminating
-        stopping.deadline = now + spec.stopTimeout
-        phase = .stopping(stopping)
-        return [
-          .log(
-            .warning,
-            "worker did not exit within \(formatDuration(spec.stopTimeout)) of the unmount; sending SIGTERM"
-          ), .signal(15),
-        ]
-      case .terminating:
-        stopping.stage = .killing
-        stopping.deadline = nil
-        phase = .stopping(stopping)
-        return [
-          .log(
-            .warning,
-            "worker did not exit within \(formatDuration(spec.stopTimeout)) of SIGTERM; sending SIGKILL"
-          ), .signal(9), .detachMount,
-        ]
-      case .killing:
-        return []
-      }
-    case .inactive, .ready, .exited, .failed:
-      return []
-    }
-  }
-
-  /// A worker that stayed ready for `stableAfter` starts the restart delay over, however its run
-  /// ended (exit, vanished mount, stop or restart).
-  private mutating func readyRunEnded(since: MonotonicInstant, now: MonotonicInstant) {
-    if now - since >= Self.stableAfter { consecutiveFailures = 0 }
-  }
-
-  /// Applies the restart policy, the start limit and the backoff after a failed start or a crash.
-  private mutating func afterFailure(
-    _ failure: Failure, now: MonotonicInstant, countsAsFailure: Bool = true
-  ) -> [Effect] {
-    lastFailure = failure
-    if countsAsFailure { consecutiveFailures += 1 }
-    if spec.restart == .never {
-      phase = .failed(failure)
-      return [.log(.error, "failed: \(failure); restart = never")]
-    }
-    if failure.isCertainToRepeat {
-      // Said once, not five times: the next attempt would fail the same way.
-      phase = .failed(failure)
-      return [
-        .log(
-          .error,
-          "failed: \(failure); not retried, since it would fail the same way: fix it, then "
-            + "`mountctl start \(spec.name)` or reload")
-      ]
-    }
-    startHistory.removeAll { now - $0 >= spec.startLimitInterval }
-    if startHistory.count >= spec.startLimitBurst {
-      let given = Failure(
-        summary:
-          "start limit reached (\(counted(startHistory.count, "start")) within \(formatDuration(spec.startLimitInterval))), "
-          + "giving up; last failure: \(failure.summary)",
-        workerError: failure.workerError, errno: failure.errno, outputTail: failure.outputTail)
-      lastFailure = given
-      phase = .failed(given)
-      return [.log(.error, "failed: \(given)")]
-    }
-    let delay = backoffDelay()
-    phase = .backoff(until: now + delay)
-    return [
-      .log(countsAsFailure ? .error : .notice, "\(failure); restarting in \(formatDuration(delay))")
-    ]
-  }
-
-  private func backoffDelay() -> Duration {
-    var delay = spec.restartDelay
-    for _ in 1..<max(consecutiveFailures, 1) {
-      delay *= 2
-      if delay >= spec.restartDelayMax { return spec.restartDelayMax }
-    }
-    return min(delay, spec.restartDelayMax)
   }
 
   /// Replaces the spec; the runtime restarts the worker when `requiresRestart` says so.

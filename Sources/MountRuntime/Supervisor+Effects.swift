@@ -1,0 +1,249 @@
+import CLinuxSupport
+import Glibc
+import Logging
+import MountConfig
+import MountCore
+
+/// Carrying out what the core decided: mountpoints, spawns, probes, unmounts and detaches.
+extension Supervisor {
+
+  func perform(_ effect: MountMachine.Effect, for name: String) {
+    switch effect {
+    case .inspectMountpoint(let attempt, let mountpoint):
+      inspect(mountpoint, for: name, attempt: attempt)
+    case .detachStaleMount(let attempt, let mountpoint):
+      if let problem = Unmounting.detach(mountpoint, asRoot: unmountsAsRoot) {
+        inbox.append(
+          .mount(
+            name,
+            .prepareFailed(
+              attempt: attempt,
+              Failure(summary: "cannot clear the FUSE mount at \(mountpoint): \(problem)")),
+            at: .now()))
+      }
+    case .endLeftoverWorkers(let pids):
+      for pid in pids {
+        kill(-pid, SIGKILL)
+        kill(pid, SIGKILL)
+      }
+    case .createMountpoint(let attempt, let mountpoint, let user):
+      let event: MountMachine.Event
+      do {
+        try makeMountpoint(mountpoint, user: user)
+        event = .prepared(attempt: attempt)
+      } catch {
+        event = .prepareFailed(attempt: attempt, Failure(summary: error.description))
+      }
+      inbox.append(.mount(name, event, at: .now()))
+    case .spawn(let attempt, let spec):
+      spawnQueue.append((name, attempt, spec))
+    case .startProbe(let attempt, let mountpoint, let probePath):
+      startProbe(for: name, attempt: attempt, mountpoint: mountpoint, probePath: probePath)
+    case .cancelProbe:
+      if let worker = workerOf[name].flatMap({ workers[$0] }) {
+        worker.probe?.cancel()
+        worker.probe = nil
+      }
+    case .unmount:
+      guard let worker = workerOf[name].flatMap({ workers[$0] }) else { return }
+      if let problem = Unmounting.unmount(worker.mountpoint, asRoot: unmountsAsRoot) {
+        logger(for: name).warning("\(problem)")
+      }
+    case .signal(let signal):
+      workerOf[name].flatMap { workers[$0] }?.signal(signal)
+    case .detachMount:
+      detachOwnMount(name)
+    case .log(let level, let message):
+      logger(for: name).log(level: level.loggerLevel, "\(message)")
+    }
+  }
+
+  /// Gathers what is at the mountpoint for the core to decide on: the mount table, workers of
+  /// an earlier run (from /proc, without touching the mount), and off the loop the owner's
+  /// `statfs`, which a hung server would block.
+  func inspect(_ mountpoint: String, for name: String, attempt: Int) {
+    routeMountChanges()
+    let site: MountSite
+    if let top = table.mounts(at: mountpoint).last {
+      if !top.isFUSE {
+        site = .other(fsType: top.fsType, source: top.source)
+      } else if case let found = LeftoverWorkers.serving(mountpoint),
+        let server: FUSEServer = found.otherSupervisors.first.map({ .otherSupervisor(pid: $0) })
+          ?? (found.leftovers.isEmpty ? nil : .leftover(pids: found.leftovers))
+      {
+        site = .fuse(fsType: top.fsType, source: top.source, server: server)
+      } else {
+        let owner = top.owner
+        let work = startOffLoop(
+          .inspection(mount: name, attempt: attempt, fsType: top.fsType, source: top.source)
+        ) { report, _ in
+          report(String(MountAccess.statfsError(mountpoint, as: owner)))
+        }
+        guard work == nil else { return }
+        site = .fuse(
+          fsType: top.fsType, source: top.source,
+          server: .failing(reason: "no thread left to ask it (too many hung mounts)"))
+      }
+    } else {
+      site = .empty
+    }
+    inbox.append(.mount(name, .mountpointInspected(attempt: attempt, site), at: .now()))
+  }
+
+  func startProbe(
+    for name: String, attempt: Int, mountpoint: String, probePath: String?
+  ) {
+    guard let worker = workerOf[name].flatMap({ workers[$0] }) else { return }
+    let owner = worker.mountID.flatMap { table.entry(id: $0) }?.owner
+    let target = probePath.map { mountpoint + "/" + $0 }
+    worker.probe = startOffLoop(.probe(mount: name, attempt: attempt, worker: worker.id)) {
+      report, isCancelled in
+      if let owner, case let code = owner.assumeOnThisThread(), code != 0 {
+        report(
+          "cannot probe as the mount's owner (uid \(owner.uid), gid \(owner.gid)): \(errorText(code))"
+        )
+        return
+      }
+      var pause: UInt32 = 50_000
+      while !isCancelled() {
+        let failure = MountAccess.probe(mountpoint, target)
+        guard !isCancelled() else { return }
+        report(failure ?? "")
+        if failure == nil { return }
+        usleep(pause)
+        pause = min(pause * 2, 1_000_000)
+      }
+    }
+    if worker.probe == nil {
+      inbox.append(
+        .mount(
+          name,
+          .probeFailed(attempt: attempt, "no thread left to probe with (too many hung mounts)"),
+          at: .now()))
+    }
+  }
+
+  /// Runs `body` off the loop; nil when no thread could be started.
+  func startOffLoop(
+    _ purpose: OffLoopPurpose,
+    body: @escaping @Sendable (_ report: (String) -> Void, _ isCancelled: () -> Bool) -> Void
+  ) -> OffLoopWork? {
+    let id = nextOffLoopID
+    guard let work = OffLoopWork(id: id, body: body) else { return nil }
+    guard (try? loop.add(work.reports, as: .offLoop(id))) != nil else {
+      work.cancel()
+      return nil
+    }
+    nextOffLoopID += 1
+    offLoop[id] = (work, purpose)
+    return work
+  }
+
+  /// `mkdir -p`; a directory it creates for a non-root worker belongs to that worker's user.
+  func makeMountpoint(_ mountpoint: String, user: String?) throws(RuntimeError) {
+    let account = user.flatMap(Accounts.user)
+    try makeDirectories(mountpoint) { created in
+      if let account { chown(created, account.uid, account.gid) }
+    }
+    var info = stat()
+    try system(.mountpoint, "cannot use the mountpoint \(mountpoint)") { stat(mountpoint, &info) }
+    guard info.st_mode & S_IFMT == S_IFDIR else {
+      throw RuntimeError(.mountpoint, "the mountpoint \(mountpoint) is not a directory")
+    }
+  }
+
+  /// Starts the queued workers, a bounded number per turn.
+  func spawnSome() {
+    var spawned = 0
+    while spawnNext < spawnQueue.count, spawned < Self.spawnsPerTurn {
+      let (name, attempt, spec) = spawnQueue[spawnNext]
+      spawnNext += 1
+      // The machine may have moved on (a stop) while the spawn waited its turn.
+      guard core.awaitsSpawn(name, attempt: attempt) else { continue }
+      spawned += 1
+      spawn(name, attempt: attempt, spec: spec)
+    }
+    if spawnNext == spawnQueue.count {
+      spawnQueue.removeAll(keepingCapacity: true)
+      spawnNext = 0
+    }
+  }
+
+  func spawn(_ name: String, attempt: Int, spec: MountSpec) {
+    let id = nextWorkerID
+    nextWorkerID += 1
+    let event: MountMachine.Event
+    do {
+      let worker = try launch(spec, as: id)
+      event = .spawned(pid: worker.pid)
+    } catch {
+      let lasting: Set<RuntimeError.Code> = [.executableNotFound, .unknownAccount]
+      event = .spawnFailed(
+        Failure(
+          summary: error.description, errno: error.errno,
+          isCertainToRepeat: lasting.contains(error.code)))
+    }
+    inbox.append(.mount(name, event, at: .now()))
+  }
+
+  /// Starts a worker and watches it; every descriptor made on the way closes if a step fails.
+  func launch(_ spec: MountSpec, as id: WorkerID) throws(RuntimeError) -> Worker {
+    let notifySocket: WorkerNotifySocket?
+    switch spec.readiness {
+    case .notify: notifySocket = try WorkerNotifySocket(worker: id)
+    case .protocol, .probe: notifySocket = nil
+    }
+    var plan = try LaunchPlan(
+      spec: spec, inherited: inheritedEnvironment, commands: commands,
+      notifySocket: notifySocket?.address)
+    plan.descriptorLimit = inheritedDescriptorLimit
+    let (messages, theirMessages) = try Descriptor.socketPair(Int32(SOCK_SEQPACKET.rawValue))
+    let (output, theirOutput) = try Descriptor.pipe()
+    try output.setNonBlocking()
+    routeMountChanges()
+    let baseline = Set(table.fuseMounts(at: spec.mountpoint).map(\.id))
+    let (pid, pidfd) = try plan.launch(
+      notify: theirMessages, output: theirOutput, slots: spawnSlots)
+    let worker = Worker(
+      id: id, mount: spec.name, pid: pid, pidfd: pidfd, messages: messages, output: output,
+      mountpoint: spec.mountpoint, baseline: baseline)
+    worker.notifySocket = notifySocket
+    do {
+      try loop.add(pidfd, as: .workerExit(id))
+      try loop.add(messages, as: .workerMessages(id))
+      try loop.add(output, as: .workerOutput(id))
+      if let notifySocket { try loop.add(notifySocket.fd, as: .workerNotifySocket(id)) }
+    } catch {
+      // A worker the loop cannot watch must not run unsupervised.
+      worker.signal(SIGKILL)
+      _ = retryingOnInterrupt { waitid(P_PIDFD, id_t(pidfd.raw), nil, WEXITED) }
+      for fd in [pidfd, messages, output] + [notifySocket?.fd].compactMap({ $0 }) {
+        loop.remove(fd)
+      }
+      throw error
+    }
+    workers[id] = worker
+    workerOf[spec.name] = id
+    workerAt[spec.mountpoint] = id
+    logger(for: spec.name).info("worker started", metadata: ["pid": "\(pid)"])
+    return worker
+  }
+
+  /// Lazily detaches a FUSE mount the (now exiting or dead) worker left at its mountpoint. Mounts
+  /// that were there before it started are not its own and stay.
+  func detachOwnMount(_ name: String) {
+    routeMountChanges()
+    let current = workerOf[name].flatMap { workers[$0] }
+    guard
+      let (mountpoint, baseline) = current.map({ ($0.mountpoint, $0.baseline) })
+        ?? lastMountSite[name]
+    else { return }
+    for entry in table.fuseMounts(at: mountpoint).reversed() where !baseline.contains(entry.id) {
+      if let problem = Unmounting.detach(mountpoint, asRoot: unmountsAsRoot) {
+        logger(for: name).warning("\(problem)")
+        return
+      }
+      logger(for: name).info("detached the worker's FUSE mount at \(mountpoint) (\(entry.fsType))")
+    }
+  }
+}

@@ -1,0 +1,240 @@
+import CLinuxSupport
+import Glibc
+import Logging
+import MountConfig
+import MountCore
+
+/// Reading what is ready: every source only puts events on the queue.
+extension Supervisor {
+
+  func read(_ source: Source, _ events: UInt32) {
+    switch source {
+    case .signals:
+      readSignals()
+    case .timer:
+      timer.acknowledge()
+      let now = MonotonicInstant.now()
+      control?.timerFired(now: now)
+      inbox.append(.timer(at: now))
+    case .watchdog:
+      watchdog?.fired(healthy: core.serviceFailure == nil)
+    case .mountTable:
+      routeMountChanges()
+    case .controlListener:
+      control?.acceptClients()
+    case .controlClient(let id):
+      control?.clientEvent(id, events)
+    case .workerExit(let id):
+      if let worker = workers[id] { workerExited(worker) }
+    case .workerMessages(let id):
+      if let worker = workers[id] { readMessages(of: worker) }
+    case .workerOutput(let id):
+      if let worker = workers[id] ?? orphanedOutputs[id] {
+        readOutput(of: worker, budget: Self.outputPerTurn)
+      }
+    case .workerNotifySocket(let id):
+      if let worker = workers[id] { readNotifySocket(of: worker) }
+    case .offLoop(let id):
+      readOffLoop(id)
+    }
+  }
+
+  func readSignals() {
+    while case let signal = mountsup_read_signal(signals.raw), signal > 0 {
+      switch signal {
+      case SIGHUP:
+        logger.notice("SIGHUP: reloading the configuration")
+        reloads.request()
+        inbox.append(.reload)
+      default:
+        inbox.append(.shutdown(signal: signal, at: .now()))
+      }
+    }
+  }
+
+  /// Brings the mount table up to date and tells each worker's machine whether its mount
+  /// appeared or vanished. Every change costs one lookup, whatever the number of mounts.
+  func routeMountChanges() {
+    let now = MonotonicInstant.now()
+    for change in table.readChanges() {
+      switch change {
+      case .attached(let entry):
+        guard entry.isFUSE, let id = workerAt[entry.mountpoint], let worker = workers[id],
+          worker.mountID == nil, !worker.baseline.contains(entry.id)
+        else { continue }
+        worker.mountID = entry.id
+        inbox.append(.mount(worker.mount, .mountAppeared, at: now))
+      case .detached(let entry):
+        guard let id = workerAt[entry.mountpoint], let worker = workers[id],
+          worker.mountID == entry.id
+        else { continue }
+        worker.mountID = nil
+        inbox.append(.mount(worker.mount, .mountVanished, at: now))
+      }
+    }
+  }
+
+  func readOutput(of worker: Worker, budget: Int) {
+    guard let output = worker.output else { return }
+    var left = budget
+    while left > 0 {
+      let result = readBuffer.withUnsafeMutableBytes { buffer in
+        Result { () throws(RuntimeError) in
+          try output.read(
+            into: UnsafeMutableRawBufferPointer(rebasing: buffer[..<min(left, buffer.count)]))
+        }
+      }
+      switch result {
+      case .success(let count?) where count > 0:
+        left -= count
+        let now = MonotonicInstant.now()
+        readBuffer.withUnsafeBytes { bytes in
+          worker.lines.split(
+            UnsafeRawBufferPointer(rebasing: bytes[..<count]),
+            wanted: { outputs[worker.mount, default: OutputLog()].admit(now: now, length: $0) },
+            line: { record($0, of: worker) })
+        }
+      case .success(nil):
+        return
+      case .success, .failure:
+        worker.lines.finish(
+          wanted: { outputs[worker.mount, default: OutputLog()].admit(now: .now(), length: $0) },
+          line: { record($0, of: worker) })
+        reportDroppedLines(of: worker)
+        loop.remove(output)
+        worker.output = nil
+        orphanedOutputs[worker.id] = nil
+        return
+      }
+    }
+  }
+
+  func record(_ line: String, of worker: Worker) {
+    reportDroppedLines(of: worker)
+    outputs[worker.mount, default: OutputLog()].append(line)
+    logger(for: worker.mount).info(
+      "\(line)", metadata: ["pid": "\(worker.pid)", "source": "worker"])
+    control?.outputAppended(line, of: worker.mount)
+  }
+
+  /// The "[N lines dropped]" line for output the rate limit held back, once there is some.
+  func reportDroppedLines(of worker: Worker) {
+    guard let marker = outputs[worker.mount]?.takeDroppedMarker() else { return }
+    outputs[worker.mount, default: OutputLog()].append(marker)
+    let limit =
+      "more than \(OutputLog.rateBurst) lines or \(OutputLog.rateBytes >> 20) MiB in "
+      + formatDuration(OutputLog.rateInterval)
+    logger(for: worker.mount).warning(
+      "\(marker) (\(limit))", metadata: ["pid": "\(worker.pid)", "source": "worker"])
+    control?.outputAppended(marker, of: worker.mount)
+  }
+
+  func readMessages(of worker: Worker) {
+    guard let messages = worker.messages else { return }
+    while true {
+      let got = readBuffer.withUnsafeMutableBytes { buffer in
+        Result { () throws(RuntimeError) in try messages.receive(into: buffer) }
+      }
+      switch got {
+      case .success(let count?) where count > 0:
+        let message = WorkerMessage(datagram: readBuffer.prefix(count))
+        if message.isEmpty {
+          logger(for: worker.mount).debug("ignored a message without known keys")
+        } else {
+          inbox.append(.mount(worker.mount, .message(message), at: .now()))
+        }
+      case .success(nil):
+        return
+      case .success, .failure:
+        // The worker closed its end (or the socket failed): no more messages.
+        loop.remove(messages)
+        worker.messages = nil
+        return
+      }
+    }
+  }
+
+  func readNotifySocket(of worker: Worker) {
+    guard let socket = worker.notifySocket else { return }
+    for datagram in socket.receive(fromSessionOf: worker.pid) {
+      inbox.append(.mount(worker.mount, .message(WorkerMessage(datagram: datagram)), at: .now()))
+    }
+  }
+
+  func workerExited(_ worker: Worker) {
+    // Helpers left in its process group (sshfs's ssh) go with it, before the reap frees the
+    // group's id for reuse.
+    kill(-worker.pid, SIGKILL)
+    guard let status = worker.reap() else { return }
+    let now = MonotonicInstant.now()
+    // A mount unmounted from outside is gone before its worker exits: the loop may see the exit
+    // first, but the machine must learn of the vanished mount first, so that an operator's
+    // `umount` is always a failure handled by the restart policy, never a clean exit.
+    routeMountChanges()
+    let name = worker.mount
+    if status == .exited(0), worker.mountID != nil {
+      // A FUSE program that forks into the background mounts, then its parent exits 0.
+      logger(for: name).warning(
+        """
+        the worker exited with status 0 while its FUSE mount at \(worker.mountpoint) stayed: the program went \
+        to the background; run it in the foreground (most FUSE programs: -f; rclone: without --daemon)
+        """)
+    }
+    // What the worker said and printed last belongs to the reason, so read it before the exit.
+    readMessages(of: worker)
+    readNotifySocket(of: worker)
+    readOutput(of: worker, budget: Int.max)
+    forget(worker)
+    if worker.output != nil { orphanedOutputs[worker.id] = worker }
+    inbox.append(.mount(name, .exited(status, outputTail: outputs[name]?.tail(20) ?? []), at: now))
+  }
+
+  /// Stops watching everything of a worker that is gone but its output pipe.
+  func forget(_ worker: Worker) {
+    loop.remove(worker.pidfd)
+    if let messages = worker.messages { loop.remove(messages) }
+    worker.messages = nil
+    if let socket = worker.notifySocket { loop.remove(socket.fd) }
+    worker.notifySocket = nil
+    worker.probe?.cancel()
+    workers[worker.id] = nil
+    if workerOf[worker.mount] == worker.id { workerOf[worker.mount] = nil }
+    if workerAt[worker.mountpoint] == worker.id { workerAt[worker.mountpoint] = nil }
+    lastMountSite[worker.mount] = (worker.mountpoint, worker.baseline)
+  }
+
+  func readOffLoop(_ id: Int) {
+    guard let (work, purpose) = offLoop[id] else { return }
+    let (reports, finished) = work.readReports()
+    if finished {
+      loop.remove(work.reports)
+      offLoop[id] = nil
+    }
+    guard !work.isCancelled else { return }
+    let now = MonotonicInstant.now()
+    for report in reports {
+      switch purpose {
+      case .inspection(let name, let attempt, let fsType, let source):
+        let code = Int32(report) ?? EIO
+        let server: FUSEServer =
+          switch code {
+          case 0: .foreign
+          case ENOTCONN, ECONNABORTED: .gone(reason: errorText(code))
+          default: .failing(reason: errorText(code))
+          }
+        inbox.append(
+          .mount(
+            name,
+            .mountpointInspected(
+              attempt: attempt, .fuse(fsType: fsType, source: source, server: server)), at: now))
+      case .probe(let name, let attempt, _):
+        inbox.append(
+          .mount(
+            name,
+            report.isEmpty
+              ? .probeAnswered(attempt: attempt) : .probeFailed(attempt: attempt, report),
+            at: now))
+      }
+    }
+  }
+}
