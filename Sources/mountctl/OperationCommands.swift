@@ -1,0 +1,91 @@
+import ArgumentParser
+import FoundationEssentials
+import Glibc
+import MountControl
+import MountDuration
+
+/// The shared body of start, stop and restart.
+struct Operation: ParsableArguments {
+  @OptionGroup var connection: Connection
+
+  @Argument(help: "The mounts.", completion: mountNameCompletion)
+  var names: [String]
+
+  @Flag(
+    name: .customLong("no-block"),
+    help: "Return at once instead of waiting until the state is reached.")
+  var noBlock = false
+
+  func run(_ command: ControlCommand) throws {
+    let client = try connection.connect()
+    let response: ControlResponse
+    do {
+      response = try client.request(
+        ControlRequest(command, names: names, noBlock: noBlock), timeout: nil)
+    } catch {
+      throw failure(error)
+    }
+    for mount in response.mounts ?? [] {
+      var line = "\(mount.name): \(mount.detail)"
+      if let pid = mount.pid, mount.isReady { line += " (pid \(pid))" }
+      print(line)
+    }
+    guard response.ok else {
+      printError(
+        "mountctl: \(command.rawValue) failed: \(response.error?.message ?? "no reason given")")
+      for mount in response.mounts ?? []
+      where !mount.isReady && !mount.lastErrorOutput.isEmpty && command != .stop {
+        printError("last output of \(mount.name):")
+        for line in mount.lastErrorOutput.suffix(10) { printError("  | \(line)") }
+      }
+      throw exitStatus(forRefusal: response.error)
+    }
+  }
+}
+
+struct Start: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Start mounts and wait until they are ready (or failed, saying why).",
+    discussion: """
+      Also clears an operator's stop and a failed state. A start that fails is reported at its \
+      first failure, with the worker's words, while the restart policy goes on retrying.
+
+      Examples:
+        mountctl start photos
+        mountctl start photos media --no-block
+      """)
+
+  @OptionGroup var operation: Operation
+
+  func run() throws { try operation.run(.start) }
+}
+
+struct Stop: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Stop mounts (unmount, then end the worker) and wait until they are stopped.",
+    discussion: """
+      An operator's stop sticks: the mount is not restarted, not even by a reload, until it is \
+      started again with mountctl start.
+
+      Examples:
+        mountctl stop photos
+        mountctl stop photos --no-block
+      """)
+
+  @OptionGroup var operation: Operation
+
+  func run() throws { try operation.run(.stop) }
+}
+
+struct Restart: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Restart mounts and wait until they are ready again (or failed).",
+    discussion: """
+      Examples:
+        mountctl restart photos
+      """)
+
+  @OptionGroup var operation: Operation
+
+  func run() throws { try operation.run(.restart) }
+}
