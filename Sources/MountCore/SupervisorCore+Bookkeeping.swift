@@ -138,10 +138,10 @@ extension SupervisorCore {
         }
       }
     }
-    order = specs.sorted { lhs, rhs in
-      let (l, r) = (depth(lhs.mountpoint), depth(rhs.mountpoint))
-      return l != r ? l < r : lhs.name < rhs.name
-    }.map(\.name)
+    // Depth computed once per mount, not per comparison.
+    order = specs.map { (depth: depth($0.mountpoint), name: $0.name) }
+      .sorted { $0.depth != $1.depth ? $0.depth < $1.depth : $0.name < $1.name }
+      .map(\.name)
     position = Dictionary(uniqueKeysWithValues: order.enumerated().map { ($1, $0) })
     for name in children.keys {
       children[name]!.sort { position[$0, default: 0] < position[$1, default: 0] }

@@ -177,6 +177,8 @@ extension Supervisor {
       let worker = try launch(spec, as: id)
       event = .spawned(pid: worker.pid)
     } catch {
+      // A program moved or installed since is looked up again at the next start.
+      if let command = spec.command.first { resolvedCommands[command] = nil }
       let lasting: Set<RuntimeError.Code> = [.executableNotFound, .unknownAccount]
       event = .spawnFailed(
         Failure(
@@ -184,6 +186,15 @@ extension Supervisor {
           isCertainToRepeat: lasting.contains(error.code)))
     }
     inbox.append(.mount(name, event, at: .now()))
+  }
+
+  /// The executable of a command, looked up once: a thousand mounts of one program search the
+  /// path once (a failed spawn forgets it).
+  func executable(for command: String?) throws(RuntimeError) -> String {
+    if let command, let known = resolvedCommands[command] { return known }
+    let path = try LaunchPlan.resolve(command, by: commands)
+    if let command { resolvedCommands[command] = path }
+    return path
   }
 
   /// Starts a worker and watches it; every descriptor made on the way closes if a step fails.
@@ -194,7 +205,7 @@ extension Supervisor {
     case .protocol, .probe: notifySocket = nil
     }
     var plan = try LaunchPlan(
-      spec: spec, inherited: inheritedEnvironment, commands: commands,
+      spec: spec, executable: executable(for: spec.command.first), inherited: inheritedEnvironment,
       notifySocket: notifySocket?.address)
     plan.descriptorLimit = inheritedDescriptorLimit
     let (messages, theirMessages) = try Descriptor.socketPair(Int32(SOCK_SEQPACKET.rawValue))

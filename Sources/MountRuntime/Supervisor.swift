@@ -54,6 +54,8 @@ public final class Supervisor {
   var lastMountSite: [String: (mountpoint: String, baseline: Set<UInt64>)] = [:]
   var outputs: [String: OutputLog] = [:]
   var mountLoggers: [String: Logger] = [:]
+  /// Executables by command, see `executable(for:)`.
+  var resolvedCommands: [String: String] = [:]
   var offLoop: [Int: (work: OffLoopWork, purpose: OffLoopPurpose)] = [:]
   var nextOffLoopID = 1
   var readBuffer = [UInt8](repeating: 0, count: Supervisor.outputPerTurn)

@@ -24,16 +24,10 @@ struct LaunchPlan {
   ///   - inherited: the supervisor's environment without `withheld` (see `workerEnvironment`).
   ///   - notifySocket: mode `notify`: the worker's own `NOTIFY_SOCKET` address.
   init(
-    spec: MountSpec, inherited: [String: String], commands: CommandLookup,
+    spec: MountSpec, executable: String, inherited: [String: String],
     notifySocket: String? = nil
   ) throws(RuntimeError) {
-    guard let command = spec.command.first else {
-      throw RuntimeError(.executableNotFound, "the command is empty")
-    }
-    switch commands.resolve(command) {
-    case .success(let path): executable = path
-    case .failure(let failure): throw RuntimeError(.executableNotFound, "cannot run \(failure)")
-    }
+    self.executable = executable
     arguments = spec.command
     // MOUNTSUP_SUPERVISOR is the one MOUNTSUP_ variable a worker inherits: its supervisor's.
     var variables = inherited
@@ -63,7 +57,18 @@ struct LaunchPlan {
     variables["MOUNTSUP_MOUNTPOINT"] = spec.mountpoint
     if let notifySocket { variables["NOTIFY_SOCKET"] = notifySocket }
     for (key, value) in spec.environment { variables[key] = value }
-    environment = variables.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }
+    environment = variables.map { "\($0.key)=\($0.value)" }
+  }
+
+  /// The executable `command` names, by `commands`.
+  static func resolve(_ command: String?, by commands: CommandLookup) throws(RuntimeError)
+    -> String
+  {
+    guard let command else { throw RuntimeError(.executableNotFound, "the command is empty") }
+    switch commands.resolve(command) {
+    case .success(let path): return path
+    case .failure(let failure): throw RuntimeError(.executableNotFound, "cannot run \(failure)")
+    }
   }
 
   /// What of the supervisor's environment workers inherit: filtered once, not per spawn.
@@ -124,10 +129,11 @@ struct LaunchPlan {
 /// Runs a helper such as `fusermount3` to completion (it returns in milliseconds); its output
 /// goes to `/dev/null`. Returns its exit status, or nil if it could not run.
 func runHelper(_ arguments: [String]) -> ExitStatus? {
-  guard
+  let commands = CommandLookup(searchPath: CommandLookup.defaultSearchPath)
+  guard let executable = try? LaunchPlan.resolve(arguments.first, by: commands),
     let plan = try? LaunchPlan(
       spec: MountSpec(name: "helper", mountpoint: "/", command: arguments),
-      inherited: [:], commands: CommandLookup(searchPath: CommandLookup.defaultSearchPath))
+      executable: executable, inherited: [:])
   else { return nil }
   var helper = plan
   helper.environment = ["PATH=\(CommandLookup.defaultSearchPath.joined(separator: ":"))"]
