@@ -11,6 +11,8 @@ enum Source: Hashable {
   case signals
   case timer
   case watchdog
+  /// The service manager's notify socket, while messages wait for room in its queue.
+  case serviceManager
   case mountTable
   case controlListener
   case controlClient(Int)

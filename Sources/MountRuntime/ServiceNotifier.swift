@@ -1,18 +1,114 @@
-import CSystemd
+import CLinuxSupport
 import Glibc
 
-/// The supervisor's side of sd_notify: READY, STATUS, ERRNO, STOPPING, RELOADING and
-/// EXTEND_TIMEOUT_USEC to the service manager. Without `NOTIFY_SOCKET` every call is a no-op.
+/// The supervisor's side of sd_notify: READY, STATUS, ERRNO, STOPPING, RELOADING,
+/// EXTEND_TIMEOUT_USEC and WATCHDOG to the service manager. Without `NOTIFY_SOCKET` every call
+/// is a no-op.
+///
+/// Unlike libsystemd's `sd_notify`, it never blocks the event loop: it sends without waiting
+/// on a connected socket, and what the receiver's queue has no room for waits here, in order,
+/// until the loop sees the socket writable (`hasBacklog`, `flush`). A newer STATUS replaces an
+/// older one that still waits.
 final class ServiceNotifier {
   private var lastStatus: String?
   private var lastExtension: UInt64?
+  private let address: UnixAddress?
+  /// Connected to `NOTIFY_SOCKET`; made anew when the service manager's end went away.
+  private(set) var socket: Descriptor?
+  private var backlog: [String] = []
+  /// Messages waiting beyond this are progress only (STATUS, EXTEND_TIMEOUT_USEC): the oldest
+  /// are dropped.
+  static let backlogLimit = 64
 
-  /// Read once: libsystemd reads the variable itself, and workers never see it.
-  let isEnabled = getenv("NOTIFY_SOCKET") != nil
+  /// Read once at start; workers never see the variable.
+  init() {
+    let value = getenv("NOTIFY_SOCKET").map { String(cString: $0) } ?? ""
+    switch value.first {
+    case "@": address = UnixAddress(abstract: String(value.dropFirst()))
+    case "/": address = UnixAddress(path: value)
+    default: address = nil
+    }
+    _ = connect()
+  }
+
+  var isEnabled: Bool { address != nil }
+
+  /// Messages wait for room in the service manager's queue.
+  var hasBacklog: Bool { !backlog.isEmpty }
 
   func send(_ fields: [String]) {
     guard isEnabled else { return }
-    _ = fields.joined(separator: "\n").withCString { sd_notify(0, $0) }
+    let message = fields.joined(separator: "\n")
+    if backlog.isEmpty, transmit(message) { return }
+    if let last = backlog.last, Self.isProgressOnly(last), Self.isProgressOnly(message) {
+      backlog[backlog.count - 1] = message
+    } else {
+      backlog.append(message)
+    }
+    if backlog.count > Self.backlogLimit, let index = backlog.firstIndex(where: Self.isProgressOnly)
+    {
+      backlog.remove(at: index)
+    }
+  }
+
+  /// Sends what waits, in order, as far as the receiver takes it.
+  func flush() {
+    while let first = backlog.first, transmit(first) { backlog.removeFirst() }
+  }
+
+  /// At exit: what still waits gets up to `patience` to go out (the loop no longer runs).
+  func flushBeforeExit(patience: Duration = .seconds(1)) {
+    let deadline = ContinuousClock.now + patience
+    flush()
+    while hasBacklog, let socket, ContinuousClock.now < deadline {
+      var writable = pollfd(fd: socket.raw, events: Int16(POLLOUT), revents: 0)
+      _ = poll(&writable, 1, 100)
+      flush()
+    }
+  }
+
+  /// One datagram without waiting: true when it went out, or can never go (dropped); false when
+  /// the receiver's queue is full.
+  private func transmit(_ message: String) -> Bool {
+    for _ in 0..<2 {
+      guard let socket = socket ?? (connect() ? self.socket : nil) else { return true }
+      let result = Array(message.utf8).withUnsafeBytes { bytes in
+        Result { () throws(RuntimeError) in try socket.send(bytes) }
+      }
+      switch result {
+      case .success(nil): return false
+      case .success: return true
+      case .failure:
+        // The service manager's socket went away (it was restarted): connect anew, once.
+        self.socket = nil
+      }
+    }
+    return true
+  }
+
+  private func connect() -> Bool {
+    guard let address,
+      let fd = try? system(
+        .serviceManager, "socket(AF_UNIX, SOCK_DGRAM)",
+        {
+          Glibc.socket(
+            AF_UNIX,
+            Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue)
+              | Int32(SOCK_NONBLOCK.rawValue), 0)
+        })
+    else { return false }
+    let candidate = Descriptor(fd)
+    guard address.withSocketAddress({ Glibc.connect(candidate.raw, $0, $1) }) == 0 else {
+      return false
+    }
+    socket = candidate
+    return true
+  }
+
+  private static func isProgressOnly(_ message: String) -> Bool {
+    message.split(separator: "\n").allSatisfy {
+      $0.hasPrefix("STATUS=") || $0.hasPrefix("EXTEND_TIMEOUT_USEC=")
+    }
   }
 
   /// Sends STATUS when the text changed and, while mounts are starting, how much more start-up

@@ -16,6 +16,8 @@ extension Supervisor {
       let now = MonotonicInstant.now()
       control?.timerFired(now: now)
       inbox.append(.timer(at: now))
+    case .serviceManager:
+      notifier.flush()
     case .watchdog:
       watchdog?.fired(healthy: core.serviceFailure == nil)
     case .mountTable:

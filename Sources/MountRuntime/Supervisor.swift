@@ -33,6 +33,8 @@ public final class Supervisor {
   var watchdog: Watchdog?
   let logger: Logger
   var control: ControlServer?
+  /// The notify socket while the loop watches it for room (see `watchNotifySocket`).
+  var watchedNotifySocket: Descriptor?
   let reloads: ReloadCoordinator
 
   /// What the loop has read and the core has not yet been told, in the order it was read.
@@ -163,6 +165,7 @@ public final class Supervisor {
       turn()
     }
     control?.close()
+    notifier.flushBeforeExit()
     return exitCode!
   }
 
@@ -284,6 +287,18 @@ public final class Supervisor {
       moreTime = UInt64(remaining) + 5_000_000
     }
     notifier.progress(status: changed.isEmpty ? nil : serviceStatus, extendBy: moreTime)
+    watchNotifySocket()
+  }
+
+  /// Watches the notify socket for room while messages wait for it, and only then.
+  func watchNotifySocket() {
+    let wanted = notifier.hasBacklog ? notifier.socket : nil
+    guard wanted !== watchedNotifySocket else { return }
+    if let watched = watchedNotifySocket { loop.remove(watched) }
+    watchedNotifySocket = nil
+    if let wanted, (try? loop.add(wanted, as: .serviceManager, events: EventLoop.writable)) != nil {
+      watchedNotifySocket = wanted
+    }
   }
 
   /// The logger of one mount (its name as metadata), made once per mount.

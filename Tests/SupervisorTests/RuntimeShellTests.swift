@@ -120,3 +120,38 @@ private func ctl(_ arguments: [String]) -> (status: Int32, output: String) {
     #expect(fields.count >= 5 && fields[3] == fields[4], "soft = hard: \(line)")
   }
 }
+
+@Suite struct NotifySocketTests {
+  @Test("a service manager that does not read its notify socket never stalls supervision")
+  func unreadNotifySocket() throws {
+    let sandbox = try Sandbox()
+    defer { sandbox.cleanUp() }
+    let names = (0..<12).map { "m\($0)" }
+    // The receiver reads nothing until asked: its queue fills after about ten datagrams.
+    let (notify, daemon) = try sandbox.startDaemon(
+      names.map { mountSection($0, at: "\(sandbox.path)/\($0)") }.joined(separator: "\n"))
+    defer { daemon.stop() }
+    let socket = "\(sandbox.path)/control.sock"
+    #expect(
+      eventually(within: .seconds(20)) {
+        let status = unreadNotifyStatus(socket)
+        return status.contains("12/12 mounts ready")
+      }, "the daemon answers while its notifications wait:\n\(daemon.log)")
+    // Once the receiver reads, what waited arrives, READY included, in order.
+    #expect(notify.wait { $0.contains("READY=1") } != nil)
+  }
+}
+
+/// `mountctl status --json`'s service status text.
+private func unreadNotifyStatus(_ socket: String) -> String {
+  let process = Process()
+  process.executableURL = URL(fileURLWithPath: binDirectory + "/mountctl")
+  process.arguments = ["status", "--json", "--socket", socket]
+  let pipe = Pipe()
+  process.standardOutput = pipe
+  process.standardError = FileHandle.nullDevice
+  guard (try? process.run()) != nil else { return "" }
+  let data = pipe.fileHandleForReading.readDataToEndOfFile()
+  process.waitUntilExit()
+  return String(decoding: data, as: UTF8.self)
+}
