@@ -281,16 +281,6 @@ public struct MountMachine: Sendable {
     }
   }
 
-  /// What confirms a start besides the mount in the table: the worker's word or a probe.
-  enum Confirmation { case workerReady, probe }
-
-  var confirmation: Confirmation {
-    switch spec.readiness {
-    case .protocol, .notify: .workerReady
-    case .probe: .probe
-    }
-  }
-
   private mutating func start(now: MonotonicInstant) -> [Effect] {
     switch phase {
     case .inactive, .exited, .failed, .backoff:
@@ -364,51 +354,6 @@ public struct MountMachine: Sendable {
       phase = .stopping(stopping)
       return []
     }
-  }
-
-  private mutating func received(_ message: WorkerMessage, now: MonotonicInstant) -> [Effect] {
-    guard pid != nil else { return [] }
-    var effects: [Effect] = []
-    if let status = message.status, status != workerStatus {
-      workerStatus = status
-      effects.append(.log(.info, "status: \(status)"))
-    }
-    if let error = message.errorText {
-      workerError = error
-      effects.append(.log(.error, "worker reports: \(error)"))
-    }
-    if let errno = message.errno { workerErrno = errno }
-    if message.stopping { effects.append(.log(.info, "worker is stopping")) }
-    if message.ready, confirmation == .workerReady {
-      effects += updateStarting {
-        $0.readySeen = true
-        return []
-      }
-      effects += confirmIfComplete(now: now)
-    }
-    return effects
-  }
-
-  mutating func updateStarting(_ body: (inout Starting) -> [Effect]) -> [Effect] {
-    guard case .starting(let number, let deadline, var starting) = phase else { return [] }
-    let effects = body(&starting)
-    phase = .starting(attempt: number, deadline: deadline, starting)
-    return effects
-  }
-
-  mutating func confirmIfComplete(now: MonotonicInstant) -> [Effect] {
-    guard case .starting(_, _, let starting) = phase, let pid = starting.pid, starting.mountSeen
-    else { return [] }
-    switch confirmation {
-    case .workerReady: guard starting.readySeen else { return [] }
-    case .probe: guard starting.probeAnswered else { return [] }
-    }
-    phase = .ready(pid: pid, since: now)
-    let took = now - attemptStartedAt
-    return [
-      .log(
-        .notice, "ready: FUSE mount confirmed at \(spec.mountpoint) after \(took.milliseconds) ms")
-    ]
   }
 
   /// Replaces the spec; the runtime restarts the worker when `requiresRestart` says so.

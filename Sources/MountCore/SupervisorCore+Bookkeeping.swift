@@ -56,11 +56,9 @@ extension SupervisorCore {
     }
     activeReadyCount += (activeReady(after) ? 1 : 0) - (activeReady(before) ? 1 : 0)
     if let after, after.active, !after.isReady {
-      if notReady.insert(name).inserted {
-        notReadyByPosition.push(Positioned(position: position[name, default: 0], name: name))
-      }
+      if notReady[name] == nil { markNotReady(name) }
     } else {
-      notReady.remove(name)
+      notReady[name] = nil
     }
     if let deadline = after?.deadline, deadline != before?.deadline {
       deadlines.push(Timed(deadline: deadline, name: name))
@@ -152,7 +150,7 @@ extension SupervisorCore {
     requiredNotReadyCount = 0
     activeCount = 0
     activeReadyCount = 0
-    notReady = []
+    notReady = [:]
     notReadyByPosition = LazyHeap()
     deadlines = LazyHeap()
     requiredDeadlines = LazyHeap()
@@ -170,8 +168,7 @@ extension SupervisorCore {
       if standing.active { activeCount += 1 }
       if standing.active, standing.isReady { activeReadyCount += 1 }
       if standing.active, !standing.isReady {
-        notReady.insert(name)
-        notReadyByPosition.push(Positioned(position: position[name]!, name: name))
+        markNotReady(name)
       }
       if let deadline = standing.deadline {
         deadlines.push(Timed(deadline: deadline, name: name))
@@ -185,8 +182,14 @@ extension SupervisorCore {
     unsettledCount - removing.filter { machines[$0].map { !$0.isSettled } ?? false }.count
   }
 
-  /// The status line may meet the same name twice in the heap before it is compacted.
-  var duplicateAllowance: Int { 5 }
+  /// Records a mount that became not ready, with an entry in the heap that is the only live one
+  /// for it (older entries of the name carry older generations).
+  mutating func markNotReady(_ name: String) {
+    notReadyGeneration += 1
+    notReady[name] = notReadyGeneration
+    notReadyByPosition.push(
+      Positioned(position: position[name, default: 0], name: name, generation: notReadyGeneration))
+  }
 
   func isCurrent(_ entry: Timed) -> Bool {
     machines[entry.name]?.deadline == entry.deadline
@@ -200,7 +203,7 @@ extension SupervisorCore {
   }
 
   func isNotReadyEntry(_ entry: Positioned) -> Bool {
-    notReady.contains(entry.name) && position[entry.name] == entry.position
+    notReady[entry.name] == entry.generation && position[entry.name] == entry.position
   }
 }
 
@@ -218,6 +221,7 @@ struct Timed: Comparable, Sendable {
 struct Positioned: Comparable, Sendable {
   var position: Int
   var name: String
+  var generation: Int
 
   static func < (lhs: Self, rhs: Self) -> Bool { lhs.position < rhs.position }
 }

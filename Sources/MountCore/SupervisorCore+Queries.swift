@@ -33,11 +33,8 @@ extension SupervisorCore {
         return left == 0 ? "stopped" : "stopping: \(left) of \(activeCount) mounts still up"
       }
       var parts = ["\(activeReadyCount)/\(activeCount) mounts ready"]
-      let shown = notReadyByPosition.smallest(5 + duplicateAllowance, where: isNotReadyEntry)
-      var names: [String] = []
-      for entry in shown where names.count < 5 && !names.contains(entry.name) {
-        names.append(entry.name)
-      }
+      // One live heap entry per name: the first five in `order`, without a scan.
+      let names = notReadyByPosition.smallest(5, where: isNotReadyEntry).map(\.name)
       for name in names { parts.append("\(name): \(detail(of: name))") }
       let more = notReady.count - names.count
       if more > 0 { parts.append("and \(more) more not ready") }

@@ -52,9 +52,10 @@ public struct SupervisorCore: Sendable {
   var requiredNotReadyCount = 0
   var activeCount = 0
   var activeReadyCount = 0
-  /// Configured (not removed) mounts that are not ready, and a heap that yields the first of
-  /// them in `order` for the status line.
-  var notReady: Set<String> = []
+  /// Configured (not removed) mounts that are not ready, each with the generation of its one
+  /// live entry in the heap that yields the first of them in `order` for the status line.
+  var notReady: [String: Int] = [:]
+  var notReadyGeneration = 0
   var notReadyByPosition = LazyHeap<Positioned>()
   var deadlines = LazyHeap<Timed>()
   var requiredDeadlines = LazyHeap<Timed>()

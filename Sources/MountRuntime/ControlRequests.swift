@@ -182,7 +182,7 @@ extension ControlServer {
     guard !requested.isEmpty else { return core.order }
     var names: [String] = []
     for name in requested where !names.contains(name) { names.append(name) }
-    let unknown = names.filter { core.report(of: $0) == nil }
+    let unknown = names.filter { core.machines[$0] == nil }
     guard unknown.isEmpty else {
       let known = core.order.isEmpty ? "none" : core.order.joined(separator: ", ")
       let quoted = unknown.map { "\"\($0)\"" }.joined(separator: ", ")

@@ -212,7 +212,7 @@ final class ControlServer {
         deadline <= now
       {
         let core = host.supervisorCore
-        let waitingFor = names.filter { core.report(of: $0)?.state != .ready }
+        let waitingFor = names.filter { core.machines[$0]?.isReady != true }
         let details = waitingFor.map { "\($0): \(core.detail(of: $0))" }.joined(separator: "; ")
         respond(
           client,

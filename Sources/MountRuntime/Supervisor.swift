@@ -202,7 +202,7 @@ public final class Supervisor {
       switch input {
       case .mount(let name, let event, let at):
         execute(core.handle(event, for: name, now: at))
-        if case .spawned(let pid) = event, core.report(of: name)?.pid != pid,
+        if case .spawned(let pid) = event, core.machines[name]?.pid != pid,
           let worker = workerOf[name].flatMap({ workers[$0] }), worker.pid == pid
         {
           // No machine waits for this worker (never expected; it must not run unsupervised).
@@ -264,7 +264,7 @@ public final class Supervisor {
   /// progress, STATUS, and the timer at the next deadline.
   func afterTurn() {
     let changed = core.takeChangedMounts()
-    for name in changed where core.report(of: name) == nil {
+    for name in changed where core.machines[name] == nil {
       // A reload removed it and its worker is gone: nothing of it is kept.
       outputs[name] = nil
       lastMountSite[name] = nil

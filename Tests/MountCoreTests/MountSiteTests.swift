@@ -223,3 +223,24 @@ struct SpawnDeadlineTests {
     #expect(harness.machine.pid == 9, "the worker is known, never orphaned")
   }
 }
+
+@Suite("SupervisorCore: the status line")
+struct StatusLineTests {
+  @Test("a mount that flaps between ready and not ready does not crowd the others out")
+  func flappingMount() {
+    let names = ["a", "b", "c", "d", "e", "f", "g"]
+    var harness = CoreHarness(
+      names.map { makeSpec($0, startTimeout: .seconds(600), startLimitBurst: 100) })
+    harness.begin()
+    for round in 0..<8 {
+      harness.makeReady("a", pid: Int32(100 + round))
+      harness.advance(.seconds(1))
+      harness.exit("a", .signaled(9))
+      harness.fireTimers()
+    }
+    let line = harness.core.statusLine
+    #expect(line.hasPrefix("0/7 mounts ready; a: starting"), "\(line)")
+    for name in ["b", "c", "d", "e"] { #expect(line.contains("; \(name): starting"), "\(line)") }
+    #expect(line.hasSuffix("and 2 more not ready"), "\(line)")
+  }
+}
