@@ -23,7 +23,7 @@ import os
 import sys
 import time
 
-from benchlib import (BenchFailure, Daemon, Interrupted, Launcher, Sandbox, cleanup_all, clip,
+from benchlib import (check_binaries, BenchFailure, Daemon, Interrupted, Launcher, Sandbox, cleanup_all, clip,
                       install_signal_handlers, log, median, mounts_under, processes_naming)
 
 TARGET_RATIO = 1.25          # time to READY at 100 and 1000 mounts, mountsupd / launcher
@@ -58,13 +58,7 @@ def parse_arguments():
     arguments.counts = [int(c) for c in arguments.counts.split(",") if c.strip()]
     if arguments.rounds < 1 or any(c < 1 for c in arguments.counts):
         parser.error("counts and rounds must be positive")
-    arguments.worker = os.path.join(arguments.bin, "mountsup-testworker")
-    arguments.daemon = os.path.join(arguments.bin, "mountsupd")
-    for path in (arguments.worker, arguments.daemon, arguments.launcher):
-        if not os.access(path, os.X_OK):
-            parser.error(f"{path} is missing (build it first)")
-    if os.geteuid() != 0:
-        parser.error("run as root: the workers mount FUSE filesystems")
+    check_binaries(parser, arguments, arguments.launcher)
     return arguments
 
 

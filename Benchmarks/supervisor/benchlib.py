@@ -39,6 +39,18 @@ def install_signal_handlers():
         signal.signal(sig, interrupt)
 
 
+def check_binaries(parser, arguments, *extra):
+    """Sets arguments.worker and arguments.daemon from arguments.bin and checks that they and
+    `extra` are executable, and that this runs as root; a parser error otherwise."""
+    arguments.worker = os.path.join(arguments.bin, "mountsup-testworker")
+    arguments.daemon = os.path.join(arguments.bin, "mountsupd")
+    for path in (arguments.worker, arguments.daemon, *extra):
+        if not os.access(path, os.X_OK):
+            parser.error(f"{path} is missing (build it first)")
+    if os.geteuid() != 0:
+        parser.error("run as root: the workers mount FUSE filesystems")
+
+
 def log(text):
     print(text, file=sys.stderr, flush=True)
 

@@ -25,7 +25,7 @@ import sys
 import threading
 import time
 
-from benchlib import (BenchFailure, Daemon, Interrupted, Sandbox, cleanup_all,
+from benchlib import (check_binaries, BenchFailure, Daemon, Interrupted, Sandbox, cleanup_all,
                       install_signal_handlers, log, median, wait_exit)
 
 TARGET_STATUS_MS = 50        # mountctl status with a noisy mount, max of the calls
@@ -77,14 +77,8 @@ def parse_arguments():
                              "(default 30)")
     arguments = parser.parse_args()
     arguments.kill_rounds = max(1, min(arguments.kill_rounds, 4))
-    arguments.worker = os.path.join(arguments.bin, "mountsup-testworker")
-    arguments.daemon = os.path.join(arguments.bin, "mountsupd")
     arguments.mountctl = os.path.join(arguments.bin, "mountctl")
-    for path in (arguments.worker, arguments.daemon, arguments.mountctl):
-        if not os.access(path, os.X_OK):
-            parser.error(f"{path} is missing (build it first)")
-    if os.geteuid() != 0:
-        parser.error("run as root: the workers mount FUSE filesystems")
+    check_binaries(parser, arguments, arguments.mountctl)
     return arguments
 
 
