@@ -6,14 +6,17 @@ import Testing
 
 let mountctl = binDirectory + "/mountctl"
 
-/// Polls `condition` until it holds, failing after `timeout`; never a bare sleep.
+/// Polls `condition` until it holds, failing after `timeout`; never a bare sleep. The condition
+/// is tried once more after the deadline: in a parallel run the cooperative pool can be taken by
+/// other tests' blocking waits for longer than the timeout, and this task resumes only after it.
 func waitFor(
   _ what: @autoclosure () -> String, timeout: Duration = .seconds(15),
   _ condition: () throws -> Bool
 ) async throws {
   let deadline = ContinuousClock.now + timeout
   var lastError: (any Error)?
-  while ContinuousClock.now < deadline {
+  while true {
+    let late = ContinuousClock.now >= deadline
     do {
       if try condition() { return }
     } catch let failure as TestFailure {
@@ -21,6 +24,7 @@ func waitFor(
     } catch {
       lastError = error
     }
+    if late { break }
     try await Task.sleep(for: .milliseconds(20))
   }
   throw TestFailure(
