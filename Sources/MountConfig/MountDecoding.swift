@@ -3,7 +3,7 @@ extension MountSpec {
   static let knownKeys = [
     "mountpoint", "command", "readiness", "probe_path", "restart", "required", "start_timeout",
     "stop_timeout", "restart_delay", "restart_delay_max", "start_limit_burst",
-    "start_limit_interval", "user", "group", "environment",
+    "start_limit_interval", "hang_timeout", "user", "group", "environment",
   ]
 
   /// Environment names the supervisor sets for each worker; a mount may not override them.
@@ -89,6 +89,11 @@ extension MountSpec {
     }
     diagnostics.check { () throws(ConfigError) in
       if let timeout = try table.duration("stop_timeout") { spec.stopTimeout = timeout }
+    }
+    diagnostics.check { () throws(ConfigError) in
+      if let timeout = try table.duration("hang_timeout", allowZero: true) {
+        spec.hangTimeout = timeout
+      }
     }
     let delay = diagnostics.check { () throws(ConfigError) in
       if let delay = try table.duration("restart_delay", allowZero: true) {

@@ -43,6 +43,9 @@ public struct MountSpec: Sendable, Equatable {
   public var restartDelayMax: Duration
   public var startLimitBurst: Int
   public var startLimitInterval: Duration
+  /// A ready mount whose server leaves a request unanswered this long is hung: its connection is
+  /// aborted and the worker restarted; zero turns the check off.
+  public var hangTimeout: Duration
   public var user: String?
   public var group: String?
   public var environment: [String: String]
@@ -56,6 +59,7 @@ public struct MountSpec: Sendable, Equatable {
     startTimeout: Duration = .seconds(10), stopTimeout: Duration = .seconds(10),
     restartDelay: Duration = .milliseconds(100), restartDelayMax: Duration = .seconds(30),
     startLimitBurst: Int = 5, startLimitInterval: Duration = .seconds(60),
+    hangTimeout: Duration = MountSpec.defaultHangTimeout,
     user: String? = nil, group: String? = nil, environment: [String: String] = [:],
     sourceFile: String = "", mountpointAsWritten: String? = nil
   ) {
@@ -73,11 +77,16 @@ public struct MountSpec: Sendable, Equatable {
     self.restartDelayMax = restartDelayMax
     self.startLimitBurst = startLimitBurst
     self.startLimitInterval = startLimitInterval
+    self.hangTimeout = hangTimeout
     self.user = user
     self.group = group
     self.environment = environment
     self.sourceFile = sourceFile
   }
+
+  /// Longer than any healthy network file system leaves one request waiting (sshfs and rclone
+  /// reconnect well within it), short enough that blocked processes do not pile up for long.
+  public static let defaultHangTimeout: Duration = .seconds(60)
 
   /// True when a running worker must be restarted for this spec to take effect
   /// (everything but `sourceFile` and the restart-policy knobs that only matter after an exit).

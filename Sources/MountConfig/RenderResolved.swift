@@ -36,6 +36,7 @@ extension Configuration {
         ("restart_delay_max", tomlQuoted(formatDuration(mount.restartDelayMax))),
         ("start_limit_burst", String(mount.startLimitBurst)),
         ("start_limit_interval", tomlQuoted(formatDuration(mount.startLimitInterval))),
+        ("hang_timeout", tomlQuoted(formatDuration(mount.hangTimeout))),
         ("user", mount.user.map(tomlQuoted)),
         ("group", mount.group.map(tomlQuoted)),
         ("environment", renderInlineTable(mount.environment)),

@@ -82,12 +82,13 @@ public enum ControlCommand: String, Codable, Sendable, CaseIterable {
   case reload
   case logs
   case waitReady = "wait-ready"
+  case abort
 
   /// Commands that change what runs: only root and `admin_group` may send them; `status_group`
   /// may send the others.
   public var changesState: Bool {
     switch self {
-    case .start, .stop, .restart, .reload: true
+    case .start, .stop, .restart, .reload, .abort: true
     case .status, .logs, .waitReady: false
     }
   }
@@ -309,11 +310,13 @@ public struct MountStatus: Codable, Sendable, Equatable {
   public var lastErrorOutput: [String]
   /// The worker's latest `STATUS=` text.
   public var workerStatus: String?
+  /// Times the mount was found hung (or aborted by an operator) and its connection aborted.
+  public var hangs: Int
 
   public init(
     name: String, state: String, detail: String, pid: Int32?, uptimeSeconds: Double?, restarts: Int,
     mountpoint: String, required: Bool, stoppedByOperator: Bool, lastError: String?,
-    lastErrorOutput: [String], workerStatus: String?
+    lastErrorOutput: [String], workerStatus: String?, hangs: Int = 0
   ) {
     self.name = name
     self.state = state
@@ -327,12 +330,13 @@ public struct MountStatus: Codable, Sendable, Equatable {
     self.lastError = lastError
     self.lastErrorOutput = lastErrorOutput
     self.workerStatus = workerStatus
+    self.hangs = hangs
   }
 
   public var isReady: Bool { state == "ready" }
 
   enum CodingKeys: String, CodingKey {
-    case name, state, detail, pid, restarts, mountpoint, required
+    case name, state, detail, pid, restarts, mountpoint, required, hangs
     case uptimeSeconds = "uptime_seconds"
     case stoppedByOperator = "stopped_by_operator"
     case lastError = "last_error"
@@ -355,6 +359,7 @@ public struct MountStatus: Codable, Sendable, Equatable {
     try container.encode(lastError, forKey: .lastError)
     try container.encode(lastErrorOutput, forKey: .lastErrorOutput)
     try container.encode(workerStatus, forKey: .workerStatus)
+    try container.encode(hangs, forKey: .hangs)
   }
 }
 

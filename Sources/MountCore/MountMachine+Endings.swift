@@ -120,7 +120,9 @@ extension MountMachine {
       case .killing:
         return []
       }
-    case .inactive, .ready, .exited, .failed:
+    case .ready:
+      return hangFound(now: now)
+    case .inactive, .exited, .failed:
       return []
     }
   }
@@ -128,6 +130,7 @@ extension MountMachine {
   /// A worker that stayed ready for `stableAfter` starts the restart delay over, however its run
   /// ended (exit, vanished mount, stop or restart).
   mutating func readyRunEnded(since: MonotonicInstant, now: MonotonicInstant) {
+    hangCheck = nil
     if now - since >= Self.stableAfter { consecutiveFailures = 0 }
   }
 

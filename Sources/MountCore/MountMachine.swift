@@ -93,6 +93,10 @@ public struct MountMachine: Sendable {
   var consecutiveFailures = 0
   /// Mounts found and cleared at the mountpoint during the current attempt.
   var inspections = 0
+  /// The probe that tests a ready mount with requests waiting, while it is unanswered.
+  public internal(set) var hangCheck: HangCheck?
+  /// Times the mount was found hung and its connection aborted.
+  public internal(set) var hangs = 0
 
   public init(spec: MountSpec) {
     self.spec = spec
@@ -106,7 +110,8 @@ public struct MountMachine: Sendable {
     case .preparing(_, let deadline), .starting(_, let deadline, _): deadline
     case .backoff(let until): until
     case .stopping(let stopping): stopping.deadline
-    case .inactive, .ready, .exited, .failed: nil
+    case .ready: currentHangCheck.map { $0.since + spec.hangTimeout }
+    case .inactive, .exited, .failed: nil
     }
   }
 
@@ -171,6 +176,17 @@ public struct MountMachine: Sendable {
     case probeFailed(attempt: Int, String)
     case exited(ExitStatus, outputTail: [String])
     case timerFired
+    /// The kernel holds this many requests of the mount's connection that its server has not
+    /// answered (fusectl `waiting`), seen by the periodic hang check.
+    case requestsWaiting(Int)
+    /// The hang probe of this attempt moved on to its next access, e.g. "stat of /mnt/x/probe".
+    case hangProbeStep(attempt: Int, String)
+    /// Every access of the hang probe was answered (successfully or not): the server answers.
+    case hangProbeAnswered(attempt: Int)
+    /// No hang probe could be started; the next check tries again.
+    case hangProbeUnavailable(attempt: Int, String)
+    /// An operator's `mountctl abort`: abort the connection and restart by the policy.
+    case abort
   }
 
   public enum Effect: Equatable, Sendable {
@@ -197,6 +213,12 @@ public struct MountMachine: Sendable {
     case signal(Int32)
     /// Lazily detach whatever FUSE mount the worker left at the mountpoint.
     case detachMount
+    /// Off the loop, as the mount's owner: `statfs` of the mountpoint, then a stat of the probe
+    /// path; report each step (`.hangProbeStep`) and the end (`.hangProbeAnswered`).
+    case startHangProbe(attempt: Int, mountpoint: String, probePath: String?)
+    case cancelHangProbe
+    /// Abort the worker's FUSE connection (fusectl `abort`): every blocked request fails at once.
+    case abortConnection
     case log(LogLevel, String)
   }
 
@@ -278,6 +300,22 @@ public struct MountMachine: Sendable {
     case .timerFired:
       guard let deadline, deadline <= now else { return [] }
       return deadlinePassed(now: now)
+    case .requestsWaiting(let count):
+      return requestsWaiting(count, now: now)
+    case .hangProbeStep(let number, let step):
+      guard number == attempt, var check = currentHangCheck else { return [] }
+      check.step = step
+      hangCheck = check
+      return []
+    case .hangProbeAnswered(let number), .hangProbeUnavailable(let number, _):
+      guard number == attempt, currentHangCheck != nil else { return [] }
+      hangCheck = nil
+      if case .hangProbeUnavailable(_, let reason) = event {
+        return [.log(.warning, "cannot check whether the mount hangs: \(reason)")]
+      }
+      return []
+    case .abort:
+      return abortedByOperator(now: now)
     }
   }
 

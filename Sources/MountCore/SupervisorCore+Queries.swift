@@ -74,7 +74,7 @@ extension SupervisorCore {
       readySince: machine.readySince, restarts: machine.restarts,
       mountpoint: machine.spec.mountpoint, required: machine.spec.required,
       stoppedByOperator: held.contains(name), lastFailure: machine.lastFailure,
-      workerStatus: machine.workerStatus)
+      workerStatus: machine.workerStatus, hangs: machine.hangs)
   }
 
   /// Whether the mount's attempt still waits for its worker to be spawned (a stop may have
@@ -170,4 +170,6 @@ public struct MountReport: Equatable, Sendable {
   public var stoppedByOperator: Bool
   public var lastFailure: Failure?
   public var workerStatus: String?
+  /// Times the mount was found hung and its connection aborted.
+  public var hangs: Int
 }

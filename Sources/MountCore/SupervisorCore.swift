@@ -123,6 +123,13 @@ public struct SupervisorCore: Sendable {
     return handle(.start, for: name, now: now)
   }
 
+  /// An operator's abort of a hung mount: its connection is aborted, its worker ended, and the
+  /// restart policy applies as after a detected hang.
+  public mutating func operatorAbort(_ name: String, now: MonotonicInstant) -> [Effect] {
+    guard machines[name] != nil else { return [] }
+    return handle(.abort, for: name, now: now)
+  }
+
   public mutating func operatorRestart(_ name: String, now: MonotonicInstant) -> [Effect] {
     guard machines[name] != nil else { return [] }
     held.remove(name)

@@ -38,7 +38,7 @@ extension ControlServer {
       guard let names = resolve(request.names, for: client) else { return }
       respond(client, ControlResponse(service: serviceStatus(), mounts: statuses(names)))
 
-    case .start, .stop, .restart:
+    case .start, .stop, .restart, .abort:
       guard !request.names.isEmpty else {
         respond(
           client, .failure(.badRequest, "\(request.command.rawValue) needs at least one mount name")
@@ -53,8 +53,19 @@ extension ControlServer {
         )
         return
       }
+      let idle = names.filter { core.machines[$0]?.pid == nil }
+      if request.command == .abort, !idle.isEmpty {
+        let states = idle.map { "\($0) is \(core.detail(of: $0))" }.joined(separator: "; ")
+        respond(client, .failure(.failed, "no worker runs to abort: \(states)"))
+        return
+      }
       let action: OperatorAction =
-        request.command == .start ? .start : request.command == .stop ? .stop : .restart
+        switch request.command {
+        case .start: .start
+        case .stop: .stop
+        case .abort: .abort
+        default: .restart
+        }
       logger.notice(
         "\(client.peer.description): \(request.command.rawValue) \(names.joined(separator: " "))")
       host.submit(action, names)
@@ -111,7 +122,13 @@ extension ControlServer {
     let core = host.supervisorCore
     switch client.pending {
     case .operation(let action, let names, var remaining):
-      let goal: SupervisorCore.Goal = action == .stop ? .settled : .ready(failingOnRetry: true)
+      // An abort ends in a restart by the policy, through its restart delay.
+      let goal: SupervisorCore.Goal =
+        switch action {
+        case .stop: .settled
+        case .abort: .ready(failingOnRetry: false)
+        case .start, .restart: .ready(failingOnRetry: true)
+        }
       guard let outcome = advance(&remaining, toward: goal, changed: changed, names: names, core)
       else {
         client.pending = .operation(action, names, remaining: remaining)
@@ -246,7 +263,8 @@ extension ControlServer {
         uptimeSeconds: report.readySince.map { Double((now - $0).nanosecondsClamped) / 1e9 },
         restarts: report.restarts, mountpoint: report.mountpoint, required: report.required,
         stoppedByOperator: report.stoppedByOperator, lastError: report.lastFailure?.description,
-        lastErrorOutput: report.lastFailure?.outputTail ?? [], workerStatus: report.workerStatus)
+        lastErrorOutput: report.lastFailure?.outputTail ?? [], workerStatus: report.workerStatus,
+        hangs: report.hangs)
     }
   }
 }

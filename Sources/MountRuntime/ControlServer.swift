@@ -23,7 +23,7 @@ protocol ControlHost: AnyObject {
 }
 
 enum OperatorAction {
-  case start, stop, restart
+  case start, stop, restart, abort
 }
 
 /// The daemon's end of the control socket: it speaks the protocol, and nothing else.

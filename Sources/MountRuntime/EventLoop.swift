@@ -23,6 +23,8 @@ enum Source: Hashable {
   case workerNotifySocket(WorkerID)
   /// The answers of work run off the loop (probes, `statfs` of a mount that may hang).
   case offLoop(Int)
+  /// Mounts with requests waiting, from the periodic hang check.
+  case hangWatcher
 }
 
 /// One epoll over every source. It blocks until something happens, so an idle supervisor makes

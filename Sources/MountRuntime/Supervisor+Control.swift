@@ -48,6 +48,8 @@ extension Supervisor {
       configuration = next
       logger.notice("reloaded: \(summary)")
       execute(effects)
+      // A changed hang_timeout takes effect without a restart.
+      for name in core.order { updateHangWatch(name) }
       reloads.applied(summary, core: core)
       _ = reloads.mountsChanged([], core: core, notifier: notifier, status: serviceStatus)
     } catch {

@@ -53,6 +53,20 @@ extension Supervisor {
       workerOf[name].flatMap { workers[$0] }?.signal(signal)
     case .detachMount:
       detachOwnMount(name)
+    case .startHangProbe(let attempt, let mountpoint, let probePath):
+      startHangProbe(for: name, attempt: attempt, mountpoint: mountpoint, probePath: probePath)
+    case .cancelHangProbe:
+      if let worker = workerOf[name].flatMap({ workers[$0] }) {
+        worker.hangProbe?.cancel()
+        worker.hangProbe = nil
+      }
+    case .abortConnection:
+      guard let worker = workerOf[name].flatMap({ workers[$0] }),
+        let connection = connection(of: worker)
+      else { return }
+      if let problem = FuseControl.ensureMounted() ?? FuseControl.abort(connection: connection) {
+        logger(for: name).error("cannot abort the FUSE connection: \(problem)")
+      }
     case .log(let level, let message):
       logger(for: name).log(level: level.loggerLevel, "\(message)")
     }
@@ -119,6 +133,38 @@ extension Supervisor {
         .mount(
           name,
           .probeFailed(attempt: attempt, "no thread left to probe with (too many hung mounts)"),
+          at: .now()))
+    }
+  }
+
+  /// The hang probe: as the mount's owner (for anyone else the kernel answers `statfs` itself),
+  /// `statfs` of the mountpoint, then a stat of the probe path; each step is reported before it
+  /// is taken, and an empty report says that all were answered, whatever the answer.
+  func startHangProbe(for name: String, attempt: Int, mountpoint: String, probePath: String?) {
+    guard let worker = workerOf[name].flatMap({ workers[$0] }) else { return }
+    let owner = worker.mountID.flatMap { table.entry(id: $0) }?.owner
+    let target = probePath.map { mountpoint + "/" + $0 }
+    worker.hangProbe?.cancel()
+    worker.hangProbe = startOffLoop(.hangProbe(mount: name, attempt: attempt)) { report, _ in
+      if let owner, case let code = owner.assumeOnThisThread(), code != 0 {
+        report("")
+        return
+      }
+      var fs = statfs()
+      _ = statfs(mountpoint, &fs)
+      if let target {
+        report("stat of \(target)")
+        var info = stat()
+        _ = stat(target, &info)
+      }
+      report("")
+    }
+    if worker.hangProbe == nil {
+      inbox.append(
+        .mount(
+          name,
+          .hangProbeUnavailable(
+            attempt: attempt, "no thread left to probe with (too many hung mounts)"),
           at: .now()))
     }
   }

@@ -38,6 +38,8 @@ extension Supervisor {
       if let worker = workers[id] { readNotifySocket(of: worker) }
     case .offLoop(let id):
       readOffLoop(id)
+    case .hangWatcher:
+      readHangReports()
     }
   }
 
@@ -199,6 +201,7 @@ extension Supervisor {
     if let socket = worker.notifySocket { loop.remove(socket.fd) }
     worker.notifySocket = nil
     worker.probe?.cancel()
+    worker.hangProbe?.cancel()
     workers[worker.id] = nil
     if workerOf[worker.mount] == worker.id { workerOf[worker.mount] = nil }
     if workerAt[worker.mountpoint] == worker.id { workerAt[worker.mountpoint] = nil }
@@ -236,7 +239,71 @@ extension Supervisor {
             report.isEmpty
               ? .probeAnswered(attempt: attempt) : .probeFailed(attempt: attempt, report),
             at: now))
+      case .hangProbe(let name, let attempt):
+        inbox.append(
+          .mount(
+            name,
+            report.isEmpty
+              ? .hangProbeAnswered(attempt: attempt) : .hangProbeStep(attempt: attempt, report),
+            at: now))
       }
+    }
+  }
+}
+
+/// The hang check: which mounts it watches, and what it reports.
+extension Supervisor {
+  /// The fusectl connection of a worker's mount, once the mount table has shown it.
+  func connection(of worker: Worker) -> UInt32? {
+    worker.mountID.flatMap { table.entry(id: $0) }?.deviceMinor
+  }
+
+  /// Watches a ready mount with a `hang_timeout`, and stops watching any other.
+  func updateHangWatch(_ name: String) {
+    guard let machine = core.machines[name], machine.isReady, machine.spec.hangTimeout > .zero,
+      let worker = workerOf[name].flatMap({ workers[$0] }), let connection = connection(of: worker)
+    else {
+      hangWatcher?.unwatch(name)
+      return
+    }
+    guard let watcher = startHangWatcher() else { return }
+    watcher.watch(name, connection: connection, timeout: machine.spec.hangTimeout)
+  }
+
+  /// The watcher, started (and fusectl mounted) the first time a mount needs it; nil, said
+  /// once, where hangs cannot be checked.
+  func startHangWatcher() -> HangWatcher? {
+    if let hangWatcher { return hangWatcher }
+    guard hangCheckUnavailable == nil else { return nil }
+    do throws(RuntimeError) {
+      if let problem = FuseControl.ensureMounted() {
+        throw RuntimeError(.eventLoop, problem)
+      }
+      let watcher = try HangWatcher()
+      try loop.add(watcher.reports, as: .hangWatcher)
+      hangWatcher = watcher
+      logger.info(
+        "hang check: fusectl's waiting count once per period (a quarter of the shortest hang_timeout, 1 s to 15 s)"
+      )
+      return watcher
+    } catch {
+      hangCheckUnavailable = error.description
+      logger.warning(
+        "hung mounts are not detected: \(error.description); set hang_timeout = 0 to silence this"
+      )
+      return nil
+    }
+  }
+
+  func readHangReports() {
+    guard let watcher = hangWatcher else { return }
+    let now = MonotonicInstant.now()
+    for report in watcher.readReports() {
+      // A report about an earlier worker's connection is stale.
+      guard let worker = workerOf[report.name].flatMap({ workers[$0] }),
+        connection(of: worker) == report.connection
+      else { continue }
+      inbox.append(.mount(report.name, .requestsWaiting(report.waiting), at: now))
     }
   }
 }

@@ -59,6 +59,10 @@ public final class Supervisor {
   /// Executables by command, see `executable(for:)`.
   var resolvedCommands: [String: String] = [:]
   var offLoop: [Int: (work: OffLoopWork, purpose: OffLoopPurpose)] = [:]
+  /// The periodic hang check, from the first mount it watches on.
+  var hangWatcher: HangWatcher?
+  /// Why hangs cannot be checked here (fusectl missing), once that is known and said.
+  var hangCheckUnavailable: String?
   var nextOffLoopID = 1
   var readBuffer = [UInt8](repeating: 0, count: Supervisor.outputPerTurn)
   var exitCode: Int32?
@@ -83,6 +87,8 @@ public final class Supervisor {
     /// The owner's `statfs` of a FUSE mount found at a mountpoint before a start.
     case inspection(mount: String, attempt: Int, fsType: String, source: String)
     case probe(mount: String, attempt: Int, worker: WorkerID)
+    /// The probe of a ready mount whose server has requests waiting.
+    case hangProbe(mount: String, attempt: Int)
   }
 
   /// Blocks SIGTERM, SIGINT and SIGHUP and returns a signalfd for them. Call it first thing in
@@ -225,6 +231,7 @@ public final class Supervisor {
           case .start: execute(core.operatorStart(name, now: at))
           case .stop: execute(core.operatorStop(name, now: at))
           case .restart: execute(core.operatorRestart(name, now: at))
+          case .abort: execute(core.operatorAbort(name, now: at))
           }
         }
       case .reload:
@@ -264,6 +271,7 @@ public final class Supervisor {
   /// progress, STATUS, and the timer at the next deadline.
   func afterTurn() {
     let changed = core.takeChangedMounts()
+    for name in changed { updateHangWatch(name) }
     for name in changed where core.machines[name] == nil {
       // A reload removed it and its worker is gone: nothing of it is kept.
       outputs[name] = nil

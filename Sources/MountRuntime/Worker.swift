@@ -25,6 +25,8 @@ final class Worker {
   var mountID: UInt64?
   /// Mode `probe`: the probe in flight.
   var probe: OffLoopWork?
+  /// The probe of a ready mount with requests waiting, while it is unanswered.
+  var hangProbe: OffLoopWork?
 
   init(
     id: WorkerID, mount: String, pid: pid_t, pidfd: Descriptor, messages: Descriptor,

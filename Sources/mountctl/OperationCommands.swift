@@ -89,3 +89,21 @@ struct Restart: ParsableCommand {
 
   func run() throws { try operation.run(.restart) }
 }
+
+struct Abort: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Abort the FUSE connection of hung mounts, then restart them by their policy.",
+    discussion: """
+      For a mount known to hang before its hang_timeout finds it: every process blocked on it \
+      gets an error at once (ECONNABORTED), the worker is ended (SIGTERM, then SIGKILL after \
+      stop_timeout), the mount detached and started again by its restart policy. Waits until \
+      the mount is ready again (or failed); counts as a failure for the start limit.
+
+      Examples:
+        mountctl abort photos
+      """)
+
+  @OptionGroup var operation: Operation
+
+  func run() throws { try operation.run(.abort) }
+}

@@ -21,6 +21,10 @@
 //                        forever, from a thread (the mount keeps answering); a full pipe just
 //                        blocks that thread, a closed one ends it
 //   --spew-line-length N the length of each spewed line in bytes, newline included (default 100)
+//   --hang-after MS      MS after READY, stop answering: every request read from then on blocks
+//                        its thread forever (SIGTERM included; SIGKILL ends it)
+//   --slow MS            answer every request MS late, from several threads (a slow server that
+//                        keeps answering)
 #define _GNU_SOURCE
 #define FUSE_USE_VERSION 314
 #include <fuse3/fuse_lowlevel.h>
@@ -35,6 +39,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <stddef.h>
 #include <sys/time.h>
 #include <sys/un.h>
@@ -57,7 +62,12 @@ static struct {
   const char *ready_marker;
   int spew;
   long spew_line_length;
-} options = {.spew_line_length = 100};
+  long hang_after_ms;
+  long slow_ms;
+} options = {.spew_line_length = 100, .hang_after_ms = -1};
+
+/// With --hang-after: the CLOCK_MONOTONIC instant from which no request is answered.
+static struct timespec hang_at;
 
 static int notify_fd = -1;
 static char hello_text[512];
@@ -176,6 +186,29 @@ static void announce_ready(void) {
     setitimer(ITIMER_REAL, &timer, NULL);
   }
   if (options.spew) start_thread(spew_lines);
+  if (options.hang_after_ms >= 0) {
+    clock_gettime(CLOCK_MONOTONIC, &hang_at);
+    hang_at.tv_sec += options.hang_after_ms / 1000;
+    hang_at.tv_nsec += (options.hang_after_ms % 1000) * 1000000L;
+    if (hang_at.tv_nsec >= 1000000000L) hang_at.tv_sec += 1, hang_at.tv_nsec -= 1000000000L;
+  }
+}
+
+/// Called before every answer: --slow waits, --hang-after (once due) never returns.
+static void before_answer(void) {
+  if (options.slow_ms > 0) sleep_ms(options.slow_ms);
+  if (options.hang_after_ms < 0 || hang_at.tv_sec == 0) return;
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC, &now);
+  if (now.tv_sec < hang_at.tv_sec || (now.tv_sec == hang_at.tv_sec && now.tv_nsec < hang_at.tv_nsec))
+    return;
+  static int said;
+  if (!said) {
+    said = 1;
+    printf("testworker: hanging, as asked\n");
+    fflush(stdout);
+  }
+  for (;;) pause();
 }
 
 /// `--ready-delay`: READY from a thread, so that the session loop serves requests meanwhile.
@@ -239,6 +272,7 @@ static int fill_stat(fuse_ino_t ino, struct stat *st) {
 }
 
 static void worker_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  before_answer();
   struct fuse_entry_param entry;
   memset(&entry, 0, sizeof entry);
   if (parent != FUSE_ROOT_ID || (strcmp(name, "hello") != 0 && strcmp(name, "sub") != 0)) {
@@ -252,6 +286,7 @@ static void worker_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
 
 static void worker_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
   (void)fi;
+  before_answer();
   struct stat st;
   if (fill_stat(ino, &st) != 0) {
     fuse_reply_err(req, ENOENT);
@@ -263,6 +298,7 @@ static void worker_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info
 static void worker_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                            struct fuse_file_info *fi) {
   (void)fi;
+  before_answer();
   if (ino != FUSE_ROOT_ID && ino != 3) {
     fuse_reply_err(req, ENOTDIR);
     return;
@@ -283,6 +319,7 @@ static void worker_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t of
 }
 
 static void worker_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi) {
+  before_answer();
   if (ino == 3) {
     fuse_reply_err(req, EISDIR);
   } else if (ino != 2) {
@@ -298,6 +335,7 @@ static void worker_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                         struct fuse_file_info *fi) {
   (void)ino;
   (void)fi;
+  before_answer();
   size_t length = strlen(hello_text);
   if ((size_t)off >= length) {
     fuse_reply_buf(req, NULL, 0);
@@ -305,6 +343,13 @@ static void worker_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
   }
   size_t count = length - (size_t)off < size ? length - (size_t)off : size;
   fuse_reply_buf(req, hello_text + off, count);
+}
+
+static void worker_statfs(fuse_req_t req, fuse_ino_t ino) {
+  (void)ino;
+  before_answer();
+  struct statvfs st = {.f_bsize = 4096, .f_frsize = 4096, .f_namemax = 255};
+  fuse_reply_statfs(req, &st);
 }
 
 static const struct fuse_lowlevel_ops operations = {
@@ -315,6 +360,7 @@ static const struct fuse_lowlevel_ops operations = {
     .readdir = worker_readdir,
     .open = worker_open,
     .read = worker_read,
+    .statfs = worker_statfs,
 };
 
 static void usage(void) {
@@ -322,6 +368,7 @@ static void usage(void) {
                   "[--fail-quietly TEXT] [--crash-after MS] [--hang-before-init] [--no-ready] "
                   "[--garbage] [--s6] [--sd-notify] [--status TEXT] [--linger] "
                   "[--ready-delay MS] [--ready-marker PATH] [--spew] [--spew-line-length N] "
+                  "[--hang-after MS] [--slow MS] "
                   "MOUNTPOINT\n");
   exit(2);
 }
@@ -343,6 +390,10 @@ int main(int argc, char **argv) {
       options.ready_delay_ms = atol(value), i++;
     } else if (strcmp(arg, "--ready-marker") == 0 && value) {
       options.ready_marker = value, i++;
+    } else if (strcmp(arg, "--hang-after") == 0 && value) {
+      options.hang_after_ms = atol(value), i++;
+    } else if (strcmp(arg, "--slow") == 0 && value) {
+      options.slow_ms = atol(value), i++;
     } else if (strcmp(arg, "--spew-line-length") == 0 && value) {
       options.spew_line_length = atol(value), i++;
       if (options.spew_line_length < 2) usage();
@@ -407,7 +458,15 @@ int main(int argc, char **argv) {
   if (options.hang_before_init) {
     for (;;) pause();
   }
-  int result = fuse_session_loop(session);
+  int result;
+  if (options.slow_ms > 0) {
+    struct fuse_loop_config *config = fuse_loop_cfg_create();
+    fuse_loop_cfg_set_max_threads(config, 16);
+    result = fuse_session_loop_mt(session, config);
+    fuse_loop_cfg_destroy(config);
+  } else {
+    result = fuse_session_loop(session);
+  }
   fuse_session_unmount(session);
   fuse_remove_signal_handlers(session);
   fuse_session_destroy(session);
