@@ -23,6 +23,7 @@
 //   --spew-line-length N the length of each spewed line in bytes, newline included (default 100)
 //   --hang-after MS      MS after READY, stop answering: every request read from then on blocks
 //                        its thread forever (SIGTERM included; SIGKILL ends it)
+//   --hang-on NAME       stop answering, the same way, once NAME is looked up in the root
 //   --slow MS            answer every request MS late, from several threads (a slow server that
 //                        keeps answering)
 #define _GNU_SOURCE
@@ -64,6 +65,7 @@ static struct {
   long spew_line_length;
   long hang_after_ms;
   long slow_ms;
+  const char *hang_on;
 } options = {.spew_line_length = 100, .hang_after_ms = -1};
 
 /// With --hang-after: the CLOCK_MONOTONIC instant from which no request is answered.
@@ -194,14 +196,21 @@ static void announce_ready(void) {
   }
 }
 
-/// Called before every answer: --slow waits, --hang-after (once due) never returns.
+/// Set once --hang-on's name was looked up.
+static volatile int hang_now;
+
+/// Called before every answer: --slow waits; once --hang-after is due, or --hang-on's name was
+/// looked up, it never returns.
 static void before_answer(void) {
   if (options.slow_ms > 0) sleep_ms(options.slow_ms);
-  if (options.hang_after_ms < 0 || hang_at.tv_sec == 0) return;
-  struct timespec now;
-  clock_gettime(CLOCK_MONOTONIC, &now);
-  if (now.tv_sec < hang_at.tv_sec || (now.tv_sec == hang_at.tv_sec && now.tv_nsec < hang_at.tv_nsec))
-    return;
+  if (!hang_now) {
+    if (options.hang_after_ms < 0 || hang_at.tv_sec == 0) return;
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    if (now.tv_sec < hang_at.tv_sec ||
+        (now.tv_sec == hang_at.tv_sec && now.tv_nsec < hang_at.tv_nsec))
+      return;
+  }
   static int said;
   if (!said) {
     said = 1;
@@ -272,6 +281,7 @@ static int fill_stat(fuse_ino_t ino, struct stat *st) {
 }
 
 static void worker_lookup(fuse_req_t req, fuse_ino_t parent, const char *name) {
+  if (options.hang_on && parent == FUSE_ROOT_ID && strcmp(name, options.hang_on) == 0) hang_now = 1;
   before_answer();
   struct fuse_entry_param entry;
   memset(&entry, 0, sizeof entry);
@@ -368,7 +378,7 @@ static void usage(void) {
                   "[--fail-quietly TEXT] [--crash-after MS] [--hang-before-init] [--no-ready] "
                   "[--garbage] [--s6] [--sd-notify] [--status TEXT] [--linger] "
                   "[--ready-delay MS] [--ready-marker PATH] [--spew] [--spew-line-length N] "
-                  "[--hang-after MS] [--slow MS] "
+                  "[--hang-after MS] [--hang-on NAME] [--slow MS] "
                   "MOUNTPOINT\n");
   exit(2);
 }
@@ -392,6 +402,8 @@ int main(int argc, char **argv) {
       options.ready_marker = value, i++;
     } else if (strcmp(arg, "--hang-after") == 0 && value) {
       options.hang_after_ms = atol(value), i++;
+    } else if (strcmp(arg, "--hang-on") == 0 && value) {
+      options.hang_on = value, i++;
     } else if (strcmp(arg, "--slow") == 0 && value) {
       options.slow_ms = atol(value), i++;
     } else if (strcmp(arg, "--spew-line-length") == 0 && value) {
