@@ -60,7 +60,10 @@ extension SupervisorCore {
       return machine.attemptInRun > 1 ? "starting, attempt \(machine.attemptInRun)" : "starting"
     case .ready: return "ready"
     case .backoff: return "restarting after: \(machine.lastFailure?.description ?? "an exit")"
-    case .stopping: return "stopping"
+    case .stopping(let stopping):
+      // A worker ended for a failure (a hang, a vanished mount) says which while it goes.
+      if case .retry(let failure) = stopping.then { return "stopping after: \(failure.summary)" }
+      return "stopping"
     case .exited(let status): return "\(status)"
     case .failed(let failure): return "failed: \(failure)"
     }

@@ -8,7 +8,7 @@ import Synchronization
 /// waiting. The loop starts a probe only for those; idle, healthy mounts cost one wake-up of this
 /// thread per period in all, never one per mount, and nothing at all on the loop.
 ///
-/// The period is a quarter of the shortest `hang_timeout` watched, between 1 s and 15 s (15 s
+/// The period is a quarter of the shortest `hang_timeout` watched, between 250 ms and 15 s (15 s
 /// with the default of 60 s): a hang is found within `hang_timeout` plus one period.
 final class HangWatcher: @unchecked Sendable {
   struct Report: Equatable {
@@ -17,7 +17,7 @@ final class HangWatcher: @unchecked Sendable {
     var waiting: Int
   }
 
-  static let shortestPeriod: Duration = .seconds(1)
+  static let shortestPeriod: Duration = .milliseconds(250)
   static let longestPeriod: Duration = .seconds(15)
 
   static func period(for timeout: Duration) -> Duration {

@@ -283,7 +283,7 @@ extension Supervisor {
       try loop.add(watcher.reports, as: .hangWatcher)
       hangWatcher = watcher
       logger.info(
-        "hang check: fusectl's waiting count once per period (a quarter of the shortest hang_timeout, 1 s to 15 s)"
+        "hang check: fusectl's waiting count once per period (a quarter of the shortest hang_timeout, 250 ms to 15 s)"
       )
       return watcher
     } catch {

@@ -44,10 +44,11 @@ struct DaemonResources: Equatable, CustomStringConvertible {
     threads = count("/proc/\(pid)/task")
     descriptors = count("/proc/\(pid)/fd")
     let children = (readFile("/proc/\(pid)/task/\(pid)/children") ?? "").split(separator: " ")
-    zombies = children.filter { child in
-      let stat = readFile("/proc/\(child)/stat") ?? ""
-      return stat.split(separator: ")").last?.split(separator: " ").first == "Z"
-    }.count
+    zombies =
+      children.filter { child in
+        let stat = readFile("/proc/\(child)/stat") ?? ""
+        return stat.split(separator: ")").last?.split(separator: " ").first == "Z"
+      }.count
   }
 
   var description: String { "\(threads) threads, \(descriptors) descriptors, \(zombies) zombies" }
@@ -73,7 +74,7 @@ struct HangTests {
 
       let trigger = try accesses.start(["/usr/bin/stat", "\(mountpoint)/hang"])
       let blocked = try accesses.start(["/bin/cat", "\(mountpoint)/hello"])
-      // hang_timeout (2 s) plus one check period (1 s), and the margin of a loaded machine.
+      // hang_timeout (2 s) plus one check period (500 ms), and the margin of a loaded machine.
       try await waitFor("the blocked processes to be released", timeout: .seconds(8)) {
         trigger.poll() && blocked.poll()
       }
@@ -168,7 +169,7 @@ struct HangTests {
   func manyHangs() async throws {
     let hanging = TestMount(
       name: "alpha", arguments: ["--hang-after", "0"],
-      settings: ["hang_timeout = \"1s\"", "start_limit_burst = 1000"],
+      settings: ["hang_timeout = \"500ms\"", "start_limit_burst = 1000"],
       overrides: ["stop_timeout": "\"200ms\"", "restart_delay": "0"])
     try await withDaemon([hanging, TestMount(name: "beta")]) { daemon in
       #expect(try await daemon.ctl("wait-ready").status == 0)

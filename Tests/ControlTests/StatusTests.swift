@@ -114,7 +114,7 @@ struct StatusTests {
       #expect(list.map { $0["name"] as? String } == ["broken", "good"])
       let keys: Set<String> = [
         "name", "state", "detail", "pid", "uptime_seconds", "restarts", "mountpoint", "required",
-        "stopped_by_operator", "last_error", "last_error_output", "worker_status",
+        "stopped_by_operator", "last_error", "last_error_output", "worker_status", "hangs",
       ]
       for mount in list { #expect(Set(mount.keys) == keys, "every key is always present") }
 
@@ -130,6 +130,7 @@ struct StatusTests {
       #expect(good["last_error"] is NSNull)
       #expect(good["last_error_output"] as? [String] == [])
       #expect(good["worker_status"] as? String == "serving")
+      #expect(good["hangs"] as? Int == 0)
 
       let broken = list[0]
       #expect(broken["state"] as? String == "failed")

@@ -9,7 +9,8 @@ struct MountMachineHangTests {
     hangTimeout: Duration = .seconds(60), restart: RestartPolicy = .onFailure,
     startLimitBurst: Int = 5
   ) -> MachineHarness {
-    var spec = makeSpec(restart: restart, stopTimeout: .seconds(3), startLimitBurst: startLimitBurst)
+    var spec = makeSpec(
+      restart: restart, stopTimeout: .seconds(3), startLimitBurst: startLimitBurst)
     spec.hangTimeout = hangTimeout
     var harness = MachineHarness(spec)
     harness.makeReady()
