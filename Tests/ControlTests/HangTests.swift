@@ -54,6 +54,11 @@ struct DaemonResources: Equatable, CustomStringConvertible {
   var description: String { "\(threads) threads, \(descriptors) descriptors, \(zombies) zombies" }
 }
 
+/// Whether the process waits for the answer to a FUSE request.
+func isWaitingOnFUSE(_ process: Spawned) -> Bool {
+  (readFile("/proc/\(process.pid)/wchan") ?? "").contains("request_wait_answer")
+}
+
 @Suite("Hung mounts: found, aborted and restarted without a person")
 struct HangTests {
   /// A mount that stops answering once `hang` is looked up in it.
@@ -65,7 +70,12 @@ struct HangTests {
 
   @Test("a worker that stops answering: blocked processes get an error, the mount serves again")
   func hungWorkerIsRecovered() async throws {
-    try await withDaemon([hangingMount("alpha"), TestMount(name: "beta")]) { daemon in
+    let daemon = try TestDaemon()
+    defer { daemon.finish() }
+    try daemon.write([hangingMount("alpha"), TestMount(name: "beta")])
+    let notify = try NotifyReceiver(in: daemon.sandbox)
+    try await daemon.start(notify: notify)
+    do {
       #expect(try await daemon.ctl("wait-ready").status == 0)
       let before = try daemon.mount("alpha")
       let mountpoint = daemon.mountpoint("alpha")
@@ -73,6 +83,7 @@ struct HangTests {
       defer { accesses.finish() }
 
       let trigger = try accesses.start(["/usr/bin/stat", "\(mountpoint)/hang"])
+      try await waitFor("the stat blocked on the hung mount") { isWaitingOnFUSE(trigger) }
       let blocked = try accesses.start(["/bin/cat", "\(mountpoint)/hello"])
       // hang_timeout (2 s) plus one check period (500 ms), and the margin of a loaded machine.
       try await waitFor("the blocked processes to be released", timeout: .seconds(8)) {
@@ -103,6 +114,11 @@ struct HangTests {
       #expect(table.output.contains("hung: statfs of"), "\(table)")
       let json = try await daemon.ctl("status", "--json", "alpha")
       #expect(json.output.contains("\"hangs\" : 1"), "\(json)")
+      // The service manager's STATUS said it while the mount was down.
+      #expect(
+        notify.drain().contains {
+          $0.text.contains("STATUS=") && $0.text.contains("alpha: stopping after: hung: statfs")
+        }, "\(notify.messages.map(\.text))")
     }
   }
 
@@ -146,9 +162,7 @@ struct HangTests {
       defer { accesses.finish() }
       let blocked = try accesses.start(["/usr/bin/stat", "\(daemon.mountpoint("alpha"))/hang"])
       // hang_timeout = 0: nothing but the operator ends this.
-      try await waitFor("stat blocked on the hung mount") {
-        (readFile("/proc/\(blocked.pid)/wchan") ?? "").contains("request_wait_answer")
-      }
+      try await waitFor("stat blocked on the hung mount") { isWaitingOnFUSE(blocked) }
 
       let abort = try await daemon.ctl("abort", "alpha")
       #expect(abort.status == 0, "\(abort)")
