@@ -281,7 +281,8 @@ def idle(arguments):
         print(f"  mountsupd FAILED: {error}")
         return
     print(f"  wake-ups (context switches of all {result['threads']} threads): {result['wakeups']} "
-          f"({result['wakeups'] / seconds:.2f}/s; the design: none when nothing happens)")
+          f"({result['wakeups'] / seconds:.2f}/s; the design: only the hang check's thread, once per "
+          f"period: 15 s with the default hang_timeout of 60 s)")
     print(f"  CPU while idle {result['idle_cpu']:.0f} ms; CPU to READY {result['cpu']:.0f} ms; "
           f"RSS {result['rss'] / 1024:.1f} MiB at READY, {result['rss_after'] / 1024:.1f} MiB after")
 
