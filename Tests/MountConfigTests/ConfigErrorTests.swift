@@ -259,6 +259,9 @@ struct BadConfig: Sendable, CustomTestStringConvertible {
       "negative integer", mount("photos", "restart_delay = -1"), .invalidDuration,
       key: "restart_delay", mentions: ["negative"]),
     BadConfig(
+      "hang_timeout without unit", mount("photos", #"hang_timeout = "60""#), .invalidDuration,
+      key: "hang_timeout", mentions: ["is not a duration"]),
+    BadConfig(
       "zero timeout", mount("photos", #"start_timeout = "0s""#), .invalidDuration,
       key: "start_timeout", mentions: ["greater than 0"]),
     BadConfig(

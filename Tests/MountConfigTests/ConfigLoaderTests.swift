@@ -72,6 +72,23 @@ import Testing
     #expect(mount.startTimeout == .seconds(10))
     #expect(mount.restartDelay == .milliseconds(100))
     #expect(mount.startLimitBurst == 5)
+    #expect(mount.hangTimeout == .seconds(60))
+  }
+
+  @Test func hangTimeoutZeroTurnsTheCheckOff() throws {
+    let configuration = try parse(
+      """
+      [mounts.off]
+      mountpoint = "/mnt/off"
+      command = ["w"]
+      hang_timeout = 0
+
+      [mounts.short]
+      mountpoint = "/mnt/short"
+      command = ["w"]
+      hang_timeout = "1m30s"
+      """)
+    #expect(configuration.mounts.map(\.hangTimeout) == [.zero, .seconds(90)])
   }
 
   @Test func anEmptyFileIsAConfigurationWithoutMounts() throws {
@@ -226,6 +243,7 @@ import Testing
         restart_delay_max    = "30s"
         start_limit_burst    = 5
         start_limit_interval = "1m"
+        hang_timeout         = "1m"
         # user                 (not set)
         # group                (not set)
         environment          = { A = "x\\ty", B = "2" }
@@ -244,6 +262,7 @@ import Testing
         restart_delay_max    = "30s"
         start_limit_burst    = 5
         start_limit_interval = "1m"
+        hang_timeout         = "1m"
         user                 = "root"
         # group                (not set)
         environment          = {}

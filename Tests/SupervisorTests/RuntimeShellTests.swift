@@ -113,7 +113,8 @@ private func ctl(_ arguments: [String]) -> (status: Int32, output: String) {
       launcher: ["/usr/bin/prlimit", "--nofile=1024:\(limit.rlim_max)", "--"])
     defer { daemon.stop() }
     #expect(notify.wait { $0.contains("READY=1") } != nil, "log:\n\(daemon.log)")
-    #expect(daemon.log.contains("soft limit 1024"), "log:\n\(daemon.log)")
+    // Output is read after readiness in a loop turn: READY may come first.
+    #expect(eventually { daemon.log.contains("soft limit 1024") }, "log:\n\(daemon.log)")
     let limits = try String(contentsOfFile: "/proc/\(daemon.pid)/limits", encoding: .utf8)
     let line = limits.split(separator: "\n").first { $0.hasPrefix("Max open files") } ?? ""
     let fields = line.split(separator: " ", omittingEmptySubsequences: true)
