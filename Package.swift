@@ -52,7 +52,9 @@ let package = Package(
       ]),
 
     // MARK: Control: the socket protocol shared by the daemon and `mountctl`
-    .target(name: "MountControl"),
+    .target(name: "MountControl", plugins: ["BuildIdentity"]),
+    // The git commit of the build, for --version and the upgrade's log.
+    .plugin(name: "BuildIdentity", capability: .buildTool()),
     .executableTarget(
       name: "mountctl",
       dependencies: [

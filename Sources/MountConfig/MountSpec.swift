@@ -2,7 +2,7 @@
 ///
 /// Every mode also requires a new FUSE mount at the mountpoint in `/proc/self/mountinfo`;
 /// a worker's word alone never confirms a mount.
-public enum ReadinessMode: String, Sendable, Equatable, CaseIterable {
+public enum ReadinessMode: String, Sendable, Equatable, CaseIterable, Codable {
   /// `READY=1` (or a bare newline) on the socketpair handed over as `MOUNTSUP_NOTIFY_FD`.
   case `protocol`
   /// `READY=1` through a per-worker `NOTIFY_SOCKET` (sd_notify), as rclone sends it.
@@ -12,7 +12,7 @@ public enum ReadinessMode: String, Sendable, Equatable, CaseIterable {
 }
 
 /// When a worker that has exited is started again.
-public enum RestartPolicy: String, Sendable, Equatable, CaseIterable {
+public enum RestartPolicy: String, Sendable, Equatable, CaseIterable, Codable {
   case always
   case onFailure = "on-failure"
   case never
@@ -20,7 +20,7 @@ public enum RestartPolicy: String, Sendable, Equatable, CaseIterable {
 
 /// One mount as resolved from the configuration: every default filled in, every path absolute,
 /// `{mountpoint}` and `{name}` substituted in `command`.
-public struct MountSpec: Sendable, Equatable {
+public struct MountSpec: Sendable, Equatable, Codable {
   /// The table key under `[mounts]`; names the mount in logs, status and `mountctl`.
   public var name: String
   /// Absolute, normalised (no trailing slash, no `.`/`..` components), and resolved through the
@@ -98,7 +98,7 @@ public struct MountSpec: Sendable, Equatable {
 }
 
 /// The `[supervisor]` table.
-public struct SupervisorSettings: Sendable, Equatable {
+public struct SupervisorSettings: Sendable, Equatable, Codable {
   public static let defaultControlSocket = "/run/mountsup/control.sock"
 
   public var controlSocket: String

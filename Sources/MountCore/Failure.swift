@@ -1,5 +1,5 @@
 /// How a worker process ended, as `waitid` reports it.
-public enum ExitStatus: Equatable, Hashable, Sendable, CustomStringConvertible {
+public enum ExitStatus: Equatable, Hashable, Sendable, Codable, CustomStringConvertible {
   case exited(Int32)
   case signaled(Int32)
 
@@ -28,7 +28,7 @@ func signalName(_ signal: Int32) -> String {
 
 /// Why a start attempt or a running worker failed, kept so that status, logs and the service
 /// manager can show the worker's own words rather than only an exit code.
-public struct Failure: Equatable, Hashable, Sendable, CustomStringConvertible {
+public struct Failure: Equatable, Hashable, Sendable, Codable, CustomStringConvertible {
   /// What the supervisor observed, e.g. "exited with status 1 before its mount was ready".
   public var summary: String
   /// The worker's own explanation: its `ERROR=` message, or else the last line of its output.

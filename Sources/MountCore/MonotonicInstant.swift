@@ -2,7 +2,7 @@
 ///
 /// The core never reads a clock: the shell passes `now` with every event, so the state machine
 /// is deterministic and tests can move time by hand.
-public struct MonotonicInstant: Comparable, Hashable, Sendable, CustomStringConvertible {
+public struct MonotonicInstant: Comparable, Hashable, Sendable, Codable, CustomStringConvertible {
   public var nanoseconds: UInt64
 
   public init(nanoseconds: UInt64) {

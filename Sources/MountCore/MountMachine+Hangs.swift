@@ -5,7 +5,7 @@ import MountConfig
 /// with an error, and ends the worker; the restart policy then applies as after a crash.
 extension MountMachine {
   /// A probe of a ready mount that had requests waiting, while it is unanswered.
-  public struct HangCheck: Equatable, Sendable {
+  public struct HangCheck: Equatable, Sendable, Codable {
     /// The attempt (worker) it belongs to.
     public var attempt: Int
     /// When the probe began: the mount is hung once it has waited `hang_timeout` from here.

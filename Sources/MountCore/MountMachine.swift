@@ -6,9 +6,9 @@ import MountConfig
 /// events (with the time they happened) and carries out the effects it returns. Timeouts are
 /// expressed as a `deadline` the runtime arms a timer for; when it passes, the runtime sends
 /// `.timerFired`.
-public struct MountMachine: Sendable {
+public struct MountMachine: Sendable, Codable {
   /// A readiness confirmation needs both the worker's word and the kernel's mount table.
-  public struct Starting: Equatable, Sendable {
+  public struct Starting: Equatable, Sendable, Codable {
     public var pid: Int32?
     public var readySeen = false
     public var mountSeen = false
@@ -17,7 +17,7 @@ public struct MountMachine: Sendable {
     public var lastProbeError: String?
   }
 
-  public enum AfterStop: Equatable, Sendable {
+  public enum AfterStop: Equatable, Sendable, Codable {
     /// Requested stop: end inactive.
     case stay
     /// Requested restart (operator or changed config): start again at once.
@@ -27,21 +27,21 @@ public struct MountMachine: Sendable {
   }
 
   /// How hard the supervisor is currently asking a worker to go.
-  public enum StopStage: Equatable, Sendable {
+  public enum StopStage: Equatable, Sendable, Codable {
     /// The mount was unmounted; the worker should get FUSE destroy and exit by itself.
     case unmounting
     case terminating
     case killing
   }
 
-  public struct Stopping: Equatable, Sendable {
+  public struct Stopping: Equatable, Sendable, Codable {
     public var pid: Int32
     public var stage: StopStage
     public var deadline: MonotonicInstant?
     public var then: AfterStop
   }
 
-  public enum Phase: Equatable, Sendable {
+  public enum Phase: Equatable, Sendable, Codable {
     /// Never started, or stopped on request.
     case inactive
     /// A dead mount is being cleaned and the mountpoint created before the spawn.

@@ -28,7 +28,7 @@ struct MountCtl: ParsableCommand {
         mountctl logs photos -n 20 -f
         mountctl wait-ready --timeout 30s && mount --bind /mnt/photos /srv/www/photos
       """,
-    version: MountSupervisorRelease.version,
+    version: MountSupervisorRelease.identity,
     subcommands: [
       Status.self, Start.self, Stop.self, Restart.self, Abort.self, Reload.self, Logs.self, WaitReady.self,
     ])

@@ -21,7 +21,7 @@ struct MountSupervisorDaemon: ParsableCommand {
         mountsupd --config /etc/mountsup/mounts.toml
         mountsupd --check-config --config ./mounts.toml
       """,
-    version: MountSupervisorRelease.version)
+    version: MountSupervisorRelease.identity)
 
   @Option(name: .long, help: "The configuration file.")
   var config: String = Configuration.defaultPath

@@ -44,9 +44,16 @@ struct VersionTests {
         [binary, "--version"], outputPath: "\(sandbox.path)/\(name).out",
         errorPath: "\(sandbox.path)/\(name).err")
       #expect(try await run.wait(timeout: .seconds(30)) == 0, "\(name): \(run.errors)")
-      #expect(run.output == MountSupervisorRelease.version + "\n", "\(name)")
+      #expect(run.output == MountSupervisorRelease.identity + "\n", "\(name)")
     }
-    #expect(MountSupervisorRelease.version == "0.2.0")
+    #expect(MountSupervisorRelease.version == "0.3.0")
+    // The commit of this checkout: the build knows what it was built from.
+    let head = try Spawned(
+      ["/usr/bin/git", "-C", packageDirectory, "rev-parse", "--short=12", "HEAD"],
+      outputPath: "\(sandbox.path)/git.out", errorPath: "\(sandbox.path)/git.err")
+    if try await head.wait(timeout: .seconds(30)) == 0 {
+      #expect(MountSupervisorRelease.commit.hasPrefix(head.output.trimmingCharacters(in: .newlines)))
+    }
   }
 }
 

@@ -7,6 +7,13 @@ public let binDirectory: String = {
   return (exe as NSString).deletingLastPathComponent
 }()
 
+/// The package's root directory (this file is Tests/TestSupport/Daemon.swift).
+public let packageDirectory: String = {
+  var url = URL(fileURLWithPath: #filePath)
+  for _ in 0..<3 { url.deleteLastPathComponent() }
+  return url.path
+}()
+
 /// The supervisor under test.
 public let daemonBinary = binDirectory + "/mountsupd"
 
