@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -73,3 +74,7 @@ int mountsup_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid) {
 pid_t mountsup_session_of(pid_t pid) { return getsid(pid); }
 
 int mountsup_pipe(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
+int mountsup_memfd(const char *name) { return memfd_create(name, 0); }
+
+int mountsup_set_cloexec(int fd, int on) { return fcntl(fd, F_SETFD, on ? FD_CLOEXEC : 0); }

@@ -83,12 +83,13 @@ public enum ControlCommand: String, Codable, Sendable, CaseIterable {
   case logs
   case waitReady = "wait-ready"
   case abort
+  case upgrade
 
   /// Commands that change what runs: only root and `admin_group` may send them; `status_group`
   /// may send the others.
   public var changesState: Bool {
     switch self {
-    case .start, .stop, .restart, .reload, .abort: true
+    case .start, .stop, .restart, .reload, .abort, .upgrade: true
     case .status, .logs, .waitReady: false
     }
   }
@@ -120,10 +121,12 @@ public struct ControlRequest: Codable, Sendable, Equatable {
   public var follow: Bool
   /// `wait-ready`: give up after this many milliseconds; nil waits until ready or failed.
   public var timeoutMilliseconds: Int64?
+  /// `upgrade`: the binary to exec; nil for the file the daemon was started from.
+  public var binary: String?
 
   public init(
     _ command: ControlCommand, names: [String] = [], noBlock: Bool = false, lines: Int? = nil,
-    follow: Bool = false, timeoutMilliseconds: Int64? = nil
+    follow: Bool = false, timeoutMilliseconds: Int64? = nil, binary: String? = nil
   ) {
     version = ControlProtocol.version
     self.command = command
@@ -132,10 +135,11 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     self.lines = lines
     self.follow = follow
     self.timeoutMilliseconds = timeoutMilliseconds
+    self.binary = binary
   }
 
   enum CodingKeys: String, CodingKey {
-    case version, command, names, lines, follow
+    case version, command, names, lines, follow, binary
     case noBlock = "no_block"
     case timeoutMilliseconds = "timeout_ms"
   }
@@ -150,6 +154,7 @@ public struct ControlRequest: Codable, Sendable, Equatable {
     lines = try container.decodeIfPresent(Int.self, forKey: .lines)
     follow = try container.decodeIfPresent(Bool.self, forKey: .follow) ?? false
     timeoutMilliseconds = try container.decodeIfPresent(Int64.self, forKey: .timeoutMilliseconds)
+    binary = try container.decodeIfPresent(String.self, forKey: .binary)
   }
 }
 
@@ -188,6 +193,9 @@ public struct ControlError: Codable, Sendable, Equatable, Error, CustomStringCon
     public static let invalidConfig = Code(rawValue: "invalid-config")
     /// The daemon is stopping every mount and exits.
     public static let shuttingDown = Code(rawValue: "shutting-down")
+    /// The daemon is replacing its binary (`upgrade`); the same request succeeds once it serves
+    /// again, within milliseconds.
+    public static let upgrading = Code(rawValue: "upgrading")
 
     public init(from decoder: any Decoder) throws {
       rawValue = try decoder.singleValueContainer().decode(String.self)
@@ -228,11 +236,13 @@ public struct ControlResponse: Codable, Sendable, Equatable {
   /// True while further responses to the same request follow: `logs` sends its lines in
   /// pieces, and `logs` with `follow` keeps sending.
   public var more: Bool?
+  /// `upgrade`: what replaced what, sent by the new binary.
+  public var upgrade: UpgradeResult?
 
   public init(
     ok: Bool = true, error: ControlError? = nil, service: ServiceStatus? = nil,
     mounts: [MountStatus]? = nil, reload: ReloadResult? = nil, lines: [String]? = nil,
-    more: Bool? = nil
+    more: Bool? = nil, upgrade: UpgradeResult? = nil
   ) {
     version = ControlProtocol.version
     self.ok = ok
@@ -242,6 +252,7 @@ public struct ControlResponse: Codable, Sendable, Equatable {
     self.reload = reload
     self.lines = lines
     self.more = more
+    self.upgrade = upgrade
   }
 
   public static func failure(
@@ -264,10 +275,20 @@ public struct ServiceStatus: Codable, Sendable, Equatable {
   /// The configuration files in use, main file first.
   public var configFiles: [String]
   public var pid: Int32
+  /// The daemon's release and commit, e.g. "0.3.0 (commit 1a2b3c4d5e6f)": after an upgrade,
+  /// the new binary's.
+  public var version: String
+  /// When the daemon started (seconds since the epoch); an upgrade keeps it.
+  public var startedAt: Double
+  /// Upgrades (`mountctl upgrade`, SIGUSR2) since the start.
+  public var upgrades: Int
+  /// When the last upgrade took place (seconds since the epoch), if one did.
+  public var lastUpgradeAt: Double?
 
   public init(
     ready: Bool, status: String, reloading: Bool, shuttingDown: Bool, configFiles: [String],
-    pid: Int32
+    pid: Int32, version: String = MountSupervisorRelease.identity, startedAt: Double = 0,
+    upgrades: Int = 0, lastUpgradeAt: Double? = nil
   ) {
     self.ready = ready
     self.status = status
@@ -275,12 +296,56 @@ public struct ServiceStatus: Codable, Sendable, Equatable {
     self.shuttingDown = shuttingDown
     self.configFiles = configFiles
     self.pid = pid
+    self.version = version
+    self.startedAt = startedAt
+    self.upgrades = upgrades
+    self.lastUpgradeAt = lastUpgradeAt
   }
 
   enum CodingKeys: String, CodingKey {
-    case ready, status, reloading, pid
+    case ready, status, reloading, pid, version, upgrades
     case shuttingDown = "shutting_down"
     case configFiles = "config_files"
+    case startedAt = "started_at"
+    case lastUpgradeAt = "last_upgrade_at"
+  }
+
+  /// Writes nulls explicitly instead of leaving keys out.
+  public func encode(to encoder: any Encoder) throws {
+    var container = encoder.container(keyedBy: CodingKeys.self)
+    try container.encode(ready, forKey: .ready)
+    try container.encode(status, forKey: .status)
+    try container.encode(reloading, forKey: .reloading)
+    try container.encode(shuttingDown, forKey: .shuttingDown)
+    try container.encode(configFiles, forKey: .configFiles)
+    try container.encode(pid, forKey: .pid)
+    try container.encode(version, forKey: .version)
+    try container.encode(startedAt, forKey: .startedAt)
+    try container.encode(upgrades, forKey: .upgrades)
+    try container.encode(lastUpgradeAt, forKey: .lastUpgradeAt)
+  }
+}
+
+/// What an upgrade did, as the new binary reports it to the `mountctl upgrade` that asked.
+public struct UpgradeResult: Codable, Sendable, Equatable {
+  /// The release and commit before and after.
+  public var from: String
+  public var to: String
+  /// From the request to the new binary serving its control socket.
+  public var milliseconds: Double
+  /// Mounts carried over, worker and mount untouched.
+  public var mountsKept: Int
+
+  public init(from: String, to: String, milliseconds: Double, mountsKept: Int) {
+    self.from = from
+    self.to = to
+    self.milliseconds = milliseconds
+    self.mountsKept = mountsKept
+  }
+
+  enum CodingKeys: String, CodingKey {
+    case from, to, milliseconds
+    case mountsKept = "mounts_kept"
   }
 }
 

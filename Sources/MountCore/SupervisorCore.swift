@@ -149,7 +149,7 @@ public struct SupervisorCore: Sendable {
   }
 
   /// What a reload changed, by mount name.
-  public struct ReloadSummary: Equatable, Sendable, CustomStringConvertible {
+  public struct ReloadSummary: Equatable, Sendable, Codable, CustomStringConvertible {
     public var added: [String] = []
     public var removed: [String] = []
     public var changed: [String] = []

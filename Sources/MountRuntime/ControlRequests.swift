@@ -74,6 +74,13 @@ extension ControlServer {
       client.pending = .operation(action, names, remaining: request.noBlock ? [] : Set(names))
       submitted(client)
 
+    case .upgrade:
+      logger.notice(
+        "\(client.peer.description): upgrade to \(request.binary ?? "the binary mountsupd was started from")"
+      )
+      client.pending = .upgrade
+      host.requestUpgrade(binary: request.binary, requester: client)
+
     case .reload:
       logger.notice("\(client.peer.description): reload")
       client.pending = .reload
@@ -145,7 +152,7 @@ extension ControlServer {
         return
       }
       respond(client, outcome)
-    case .reload, .logs, .follow, nil:
+    case .reload, .logs, .follow, .upgrade, nil:
       return
     }
   }
@@ -249,7 +256,9 @@ extension ControlServer {
     let core = host.supervisorCore
     return ServiceStatus(
       ready: core.readyAnnounced, status: host.serviceStatus, reloading: host.isReloading,
-      shuttingDown: core.shuttingDown, configFiles: host.currentConfiguration.files, pid: getpid())
+      shuttingDown: core.shuttingDown, configFiles: host.currentConfiguration.files, pid: getpid(),
+      startedAt: host.lifetime.startedAt, upgrades: host.lifetime.upgrades,
+      lastUpgradeAt: host.lifetime.lastUpgradeAt)
   }
 
   /// The status of each named mount that is still known, in the order given.

@@ -20,6 +20,11 @@ protocol ControlHost: AnyObject {
   func submit(_ action: OperatorAction, _ names: [String])
   /// Queues a reload; `completion` gets its outcome once it has settled.
   func requestReload(_ completion: @escaping (ReloadCoordinator.Outcome) -> Void)
+  /// Starts an upgrade to `binary` (nil: the file the daemon was started from); the requester
+  /// is answered by the new binary, or by this one when it refuses.
+  func requestUpgrade(binary: String?, requester: ControlServer.Client?)
+  /// The daemon's start (seconds since the epoch), its upgrades and the time of the last one.
+  var lifetime: (startedAt: Double, upgrades: Int, lastUpgradeAt: Double?) { get }
 }
 
 enum OperatorAction {
@@ -111,6 +116,8 @@ final class ControlServer {
     /// `logs`: lines still to send, then follow the mount's output if `follow`.
     case logs(String, [String], follow: Bool)
     case follow(String)
+    /// `upgrade`: answered by the new binary, or on a refusal.
+    case upgrade
   }
 
   let socket: ControlSocket
@@ -139,11 +146,24 @@ final class ControlServer {
     return (groupIDs.ids[0], groupIDs.ids[1])
   }
 
-  init(host: any ControlHost, loop: EventLoop, logger: Logger) throws {
+  /// - Parameter adopting: the listening socket an upgrade handed over; nil opens one.
+  init(
+    host: any ControlHost, loop: EventLoop, logger: Logger,
+    adopting carried: UpgradeState.ControlRecord? = nil
+  ) throws {
     self.host = host
     self.loop = loop
     self.logger = logger
-    socket = try ControlSocket.open(settings: host.currentConfiguration.supervisor, logger: logger)
+    if let carried {
+      mountsup_set_cloexec(carried.listener, 1)
+      let ownFile = carried.ownFileDevice.flatMap { device in
+        carried.ownFileInode.map { (device: device, inode: $0) }
+      }
+      socket = ControlSocket(fd: Descriptor(carried.listener), path: carried.path, ownFile: ownFile)
+    } else {
+      socket = try ControlSocket.open(
+        settings: host.currentConfiguration.supervisor, logger: logger)
+    }
     do {
       try loop.add(socket.fd, as: .controlListener)
     } catch {
@@ -163,6 +183,38 @@ final class ControlServer {
   }
 
   var hasBacklog: Bool { !backlog.isEmpty }
+
+  /// Before the exec of an upgrade: every client but `requester` is told to retry and closed;
+  /// what the new binary takes over is returned.
+  func prepareForUpgrade(keeping requester: Client?) -> UpgradeState.ControlRecord {
+    for client in Array(clients.values) where client !== requester {
+      respond(
+        client,
+        .failure(
+          .upgrading, "mountsupd is upgrading to a new binary; retry (it serves again at once)"),
+        thenClose: true)
+      drop(client, reason: nil)
+    }
+    return UpgradeState.ControlRecord(
+      listener: socket.fd.raw, path: socket.path, ownFileDevice: socket.ownFile?.device,
+      ownFileInode: socket.ownFile?.inode, requester: requester?.fd.raw)
+  }
+
+  /// After the exec of an upgrade: the `mountctl upgrade` that asked gets the answer.
+  func answerUpgradeRequester(_ fd: Int32?, with response: ControlResponse) {
+    guard let fd else { return }
+    mountsup_set_cloexec(fd, 1)
+    let descriptor = Descriptor(fd)
+    guard let peer = ControlPeer(fd: fd), (try? descriptor.setNonBlocking()) != nil else { return }
+    let client = Client(id: nextClientID, fd: descriptor, peer: peer, now: .now())
+    nextClientID += 1
+    guard
+      (try? loop.add(descriptor, as: .controlClient(client.id), events: events(for: client)))
+        != nil
+    else { return }
+    clients[client.id] = client
+    respond(client, response, thenClose: true)
+  }
 
   /// The earliest client deadline, for the loop's timer.
   var nextDeadline: MonotonicInstant? {

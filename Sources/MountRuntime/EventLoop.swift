@@ -25,6 +25,8 @@ enum Source: Hashable {
   case offLoop(Int)
   /// Mounts with requests waiting, from the periodic hang check.
   case hangWatcher
+  /// The new binary of an upgrade answering `--can-resume` (its pidfd).
+  case upgradeCheck
 }
 
 /// One epoll over every source. It blocks until something happens, so an idle supervisor makes

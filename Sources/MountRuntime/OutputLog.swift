@@ -8,7 +8,7 @@ import MountCore
 /// The limit is journald's default idea per mount: at most `rateBurst` lines (and `rateBytes`
 /// bytes) per `rateInterval`; what exceeds it is counted, not kept, and one line
 /// "[N lines dropped]" takes its place when the next line is let through (or the worker exits).
-struct OutputLog {
+struct OutputLog: Codable {
   static let capacity = 200
   static let rateInterval: Duration = .seconds(30)
   static let rateBurst = 10_000
@@ -66,7 +66,7 @@ struct OutputLog {
 /// Cuts a worker's output stream into lines. A line longer than `maximumLineLength` is cut
 /// there and the rest of it up to its newline dropped, so neither the buffer nor one kept line
 /// can grow without bound.
-struct LineSplitter {
+struct LineSplitter: Codable {
   static let maximumLineLength = 16 * 1024
 
   private var partial: [UInt8] = []

@@ -112,6 +112,31 @@ final class ReloadCoordinator {
       ? !core.isConfigured(name) && core.machines[name] == nil : core.hasSettledAfterReload(name)
   }
 
+  /// What of a reload crosses an upgrade: whether one is due, the one settling, the last
+  /// error. Those waiting for a reload are clients, answered before the exec.
+  struct Record: Codable {
+    var due: Bool
+    var settling: SupervisorCore.ReloadSummary?
+    var settlingAnnounced: Bool
+    var remaining: Set<String>
+    var lastError: String?
+  }
+
+  var record: Record {
+    Record(
+      due: isDue, settling: settling?.summary, settlingAnnounced: settling?.announced ?? false,
+      remaining: settling?.remaining ?? [], lastError: lastError)
+  }
+
+  /// Takes over the reload state of the binary an upgrade replaced.
+  func restore(_ record: Record) {
+    lastError = record.lastError
+    if let summary = record.settling {
+      settling = (summary, record.settlingAnnounced, record.remaining)
+    }
+    if record.due { request() }
+  }
+
   /// Answers everyone whose reload number is covered by the reload that just ended.
   private func finish(_ outcome: Outcome) {
     let done = waiting.filter { $0.number <= started }

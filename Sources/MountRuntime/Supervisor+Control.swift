@@ -26,6 +26,10 @@ extension Supervisor: ControlHost {
     reloads.request(completion)
     inbox.append(.reload)
   }
+
+  var lifetime: (startedAt: Double, upgrades: Int, lastUpgradeAt: Double?) {
+    (startedAt, upgrades, lastUpgradeAt)
+  }
 }
 
 /// Reloads, for SIGHUP and `mountctl reload` alike.

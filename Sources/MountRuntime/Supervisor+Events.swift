@@ -15,6 +15,7 @@ extension Supervisor {
       timer.acknowledge()
       let now = MonotonicInstant.now()
       control?.timerFired(now: now)
+      upgradeTimerFired(now: now)
       inbox.append(.timer(at: now))
     case .serviceManager:
       notifier.flush()
@@ -40,6 +41,8 @@ extension Supervisor {
       readOffLoop(id)
     case .hangWatcher:
       readHangReports()
+    case .upgradeCheck:
+      readUpgradeCheck()
     }
   }
 
@@ -50,6 +53,9 @@ extension Supervisor {
         logger.notice("SIGHUP: reloading the configuration")
         reloads.request()
         inbox.append(.reload)
+      case SIGUSR2:
+        logger.notice("SIGUSR2: upgrading to the binary mountsupd was started from")
+        requestUpgrade(binary: nil, requester: nil)
       default:
         inbox.append(.shutdown(signal: signal, at: .now()))
       }

@@ -1,4 +1,5 @@
 import CLinuxSupport
+import Foundation
 import Glibc
 import Logging
 import MountConfig
@@ -63,6 +64,17 @@ public final class Supervisor {
   var hangWatcher: HangWatcher?
   /// Why hangs cannot be checked here (fusectl missing), once that is known and said.
   var hangCheckUnavailable: String?
+  /// The upgrade under way, from the request to the exec.
+  var upgrade: UpgradeAttempt?
+  /// The state an upgrade handed over, until `run` has taken it.
+  var resumedState: UpgradeState?
+  /// The file this binary was started from, as the path it had then: what `mountctl upgrade`
+  /// execs by default, as it is on disk by the time.
+  let executablePath: String
+  /// When the daemon started (seconds since the epoch), kept across upgrades.
+  let startedAt: Double
+  var upgrades = 0
+  var lastUpgradeAt: Double?
   var nextOffLoopID = 1
   var readBuffer = [UInt8](repeating: 0, count: Supervisor.outputPerTurn)
   var exitCode: Int32?
@@ -91,10 +103,10 @@ public final class Supervisor {
     case hangProbe(mount: String, attempt: Int)
   }
 
-  /// Blocks SIGTERM, SIGINT and SIGHUP and returns a signalfd for them. Call it first thing in
+  /// Blocks SIGTERM, SIGINT, SIGHUP and SIGUSR2 and returns a signalfd for them. Call it first thing in
   /// `main`, before any thread exists, so that every later thread inherits the mask.
   public static func captureSignals() throws -> Int32 {
-    let fd = [SIGTERM, SIGINT, SIGHUP].withUnsafeBufferPointer {
+    let fd = [SIGTERM, SIGINT, SIGHUP, SIGUSR2].withUnsafeBufferPointer {
       mountsup_signalfd($0.baseAddress, $0.count)
     }
     guard fd >= 0 else { throw RuntimeError(.eventLoop, "signalfd", errno: errno) }
@@ -104,14 +116,59 @@ public final class Supervisor {
   /// - Parameters:
   ///   - signalFD: from `captureSignals()`.
   ///   - reload: reads and validates the configuration again, for SIGHUP and `mountctl reload`.
-  public init(
+  public convenience init(
     configuration: Configuration, signalFD: Int32, logger: Logger,
     reload: @escaping () throws -> Configuration
+  ) throws {
+    try self.init(
+      configuration: configuration, core: SupervisorCore(specs: configuration.mounts),
+      resuming: nil, signalFD: signalFD, logger: logger, reload: reload)
+  }
+
+  /// The supervisor an upgrade handed over to this binary: `upgradeStateDescriptor()` names the
+  /// state; the configuration is the one that ran, not the file as it is now.
+  public convenience init(
+    resumingFrom stateFD: Int32, signalFD: Int32, logger: Logger,
+    reload: @escaping () throws -> Configuration
+  ) throws {
+    let state = try UpgradeState.read(from: stateFD)
+    try self.init(
+      configuration: state.configuration.configuration,
+      core: SupervisorCore(snapshot: state.core), resuming: state, signalFD: signalFD,
+      logger: logger, reload: reload)
+  }
+
+  /// The descriptor of the state an upgrade handed over, if this process is the new binary of
+  /// one; the variable is removed, so that no worker inherits it.
+  public static func upgradeStateDescriptor() -> Int32? {
+    guard let text = getenv(UpgradeState.environmentKey), let fd = Int32(String(cString: text))
+    else { return nil }
+    unsetenv(UpgradeState.environmentKey)
+    return fd
+  }
+
+  /// Whether this build can take over a supervisor whose state has this format: the question
+  /// `mountsupd --can-resume FORMAT` answers for the old binary before an upgrade.
+  public static func canResume(format: Int) -> Bool { format == UpgradeState.format }
+
+  /// The state format this build writes.
+  public static var upgradeFormat: Int { UpgradeState.format }
+
+  private init(
+    configuration: Configuration, core: SupervisorCore, resuming: UpgradeState?, signalFD: Int32,
+    logger: Logger, reload: @escaping () throws -> Configuration
   ) throws {
     self.configuration = configuration
     self.loadConfiguration = reload
     self.logger = logger
-    core = SupervisorCore(specs: configuration.mounts)
+    self.core = core
+    resumedState = resuming
+    startedAt = resuming?.startedAt ?? Date().timeIntervalSince1970
+    if let resuming {
+      upgrades = resuming.upgrades + 1
+      lastUpgradeAt = Date().timeIntervalSince1970
+    }
+    executablePath = Self.currentExecutablePath()
     // First, while few descriptors are open: what lies below the slots is copied per spawn.
     spawnSlots = try SpawnSlots()
     loop = try EventLoop()
@@ -159,14 +216,20 @@ public final class Supervisor {
     try loop.add(timer.fd, as: .timer)
     try loop.add(raw: table.fd, as: .mountTable, events: table.epollEvents)
     logger.info("mount changes: \(table.summary)")
-    control = try ControlServer(host: self, loop: loop, logger: logger)
+    control = try ControlServer(
+      host: self, loop: loop, logger: logger, adopting: resumedState?.control)
     watchdog = try Watchdog.start(on: loop, notifier: notifier)
     if let watchdog {
       logger.info(
         "watchdog: WATCHDOG=1 every \(watchdog.timeout / 2) (WatchdogSec=\(watchdog.timeout))")
     }
-    logger.info("starting \(configuration.summary)")
-    execute(core.begin(now: .now()))
+    if let state = resumedState {
+      resumedState = nil
+      resume(from: state)
+    } else {
+      logger.info("starting \(configuration.summary)")
+      execute(core.begin(now: .now()))
+    }
     while exitCode == nil {
       turn()
     }
@@ -183,6 +246,8 @@ public final class Supervisor {
     guard exitCode == nil else { return }
     let busy =
       inboxNext < inbox.count || spawnNext < spawnQueue.count || control?.hasBacklog == true
+    // Between turns nothing read waits for the core: the one point where an exec loses nothing.
+    if upgrade?.isChecked == true { performUpgrade() }
     let ready = loop.wait(timeout: busy ? 0 : -1)
     var later: [(source: Source, events: UInt32)] = []
     for (source, events) in ready {
@@ -285,7 +350,9 @@ public final class Supervisor {
       }
     }
     control?.evaluateSubmitted()
-    timer.arm(at: [core.nextDeadline, control?.nextDeadline].compactMap { $0 }.min()?.nanoseconds)
+    timer.arm(
+      at: [core.nextDeadline, control?.nextDeadline, upgrade?.deadline].compactMap { $0 }.min()?
+        .nanoseconds)
     // While required mounts are legitimately starting, ask the service manager for the time
     // their start timeouts allow, plus a margin for the cleanup after a failure.
     var moreTime: UInt64?

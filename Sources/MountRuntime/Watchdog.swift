@@ -41,6 +41,9 @@ final class Watchdog {
     timeout = .microseconds(microseconds)
   }
 
+  /// Pings at once: after an upgrade, whose exec took part of the period.
+  func ping() { notifier.send(["WATCHDOG=1"]) }
+
   /// The period passed: ping, unless the supervisor withholds it for its own reasons.
   func fired(healthy: Bool) {
     var expirations: UInt64 = 0

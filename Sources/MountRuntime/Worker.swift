@@ -29,8 +29,8 @@ final class Worker {
   var hangProbe: OffLoopWork?
 
   init(
-    id: WorkerID, mount: String, pid: pid_t, pidfd: Descriptor, messages: Descriptor,
-    output: Descriptor, mountpoint: String, baseline: Set<UInt64>
+    id: WorkerID, mount: String, pid: pid_t, pidfd: Descriptor, messages: Descriptor?,
+    output: Descriptor?, mountpoint: String, baseline: Set<UInt64>
   ) {
     self.id = id
     self.mount = mount

@@ -30,6 +30,12 @@ struct WorkerNotifySocket {
     try system(.descriptors, "SO_PASSCRED on \(address)") { mountsup_enable_passcred(fd.raw) }
   }
 
+  /// The socket of a worker an upgrade handed over.
+  init(fd: Descriptor, address: String) {
+    self.fd = fd
+    self.address = address
+  }
+
   /// Reads every pending datagram; keeps those sent by a process of the worker's session.
   func receive(fromSessionOf worker: pid_t) -> [[UInt8]] {
     var messages: [[UInt8]] = []

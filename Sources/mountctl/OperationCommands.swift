@@ -107,3 +107,42 @@ struct Abort: ParsableCommand {
 
   func run() throws { try operation.run(.abort) }
 }
+
+struct Upgrade: ParsableCommand {
+  static let configuration = CommandConfiguration(
+    abstract: "Replace the running mountsupd by a new binary without touching a mount.",
+    discussion: """
+      The daemon asks the new binary whether it can take over (mountsupd --can-resume), then \
+      execs it in place: same pid, every worker, mount and restart history kept, readiness not \
+      announced again. By default the binary is the file mountsupd was started from, as it is on \
+      disk now, so `make install && mountctl upgrade` is the whole upgrade. A missing, \
+      non-executable or refusing binary changes nothing; the exit status is 1 with the reason.
+
+      Examples:
+        mountctl upgrade
+        mountctl upgrade --binary /opt/mountsup/bin/mountsupd
+      """)
+
+  @OptionGroup var connection: Connection
+
+  @Option(help: "The binary to run instead of the file mountsupd was started from.")
+  var binary: String?
+
+  func run() throws {
+    let client = try connection.connect()
+    let response: ControlResponse
+    do {
+      response = try client.request(ControlRequest(.upgrade, binary: binary), timeout: nil)
+    } catch {
+      throw failure(error)
+    }
+    guard response.ok, let upgrade = response.upgrade else {
+      printError("mountctl: \(response.error?.message ?? "upgrade failed: no reason given")")
+      throw exitStatus(forRefusal: response.error)
+    }
+    let tenths = (upgrade.milliseconds * 10).rounded() / 10
+    print(
+      "upgraded from \(upgrade.from) to \(upgrade.to) in \(tenths) ms; \(upgrade.mountsKept) mounts kept"
+    )
+  }
+}

@@ -30,7 +30,7 @@ struct MountCtl: ParsableCommand {
       """,
     version: MountSupervisorRelease.identity,
     subcommands: [
-      Status.self, Start.self, Stop.self, Restart.self, Abort.self, Reload.self, Logs.self, WaitReady.self,
+      Status.self, Start.self, Stop.self, Restart.self, Abort.self, Reload.self, Upgrade.self, Logs.self, WaitReady.self,
     ])
 }
 

@@ -38,11 +38,31 @@ struct MountSupervisorDaemon: ParsableCommand {
   @Flag(name: .long, help: "Log debug messages too.")
   var verbose = false
 
+  @Option(
+    name: .long,
+    help: ArgumentHelp(
+      """
+      Say whether this binary can take over a running mountsupd whose state has this format \
+      (exit 0, printing its version) or not (exit 1, saying why): what `mountctl upgrade` asks \
+      the new binary before anything is given up.
+      """, valueName: "format"))
+  var canResume: Int?
+
   func run() throws {
     // A closed stdout or stderr (`mountsupd | head`, a log reader that went away) must never
     // end supervision: writes then fail with EPIPE, which the log handler ignores. Workers get
     // the default disposition back (the spawn shim resets every signal).
     signal(SIGPIPE, SIG_IGN)
+    if let canResume {
+      guard Supervisor.canResume(format: canResume) else {
+        printError(
+          "mountsupd \(MountSupervisorRelease.identity) cannot take over state format \(canResume); it reads format \(Supervisor.upgradeFormat)"
+        )
+        throw ExitCode(1)
+      }
+      print(MountSupervisorRelease.identity)
+      return
+    }
     if checkConfig {
       do {
         let configuration = try ConfigLoader.load(path: config, options: .check())
@@ -71,6 +91,23 @@ func runDaemon(config: String, verbose: Bool) throws {
     return handler
   }
   let logger = Logger(label: "mountsupd")
+  // The new binary of an upgrade takes over the running supervisor: the configuration that
+  // ran, not the file as it is now (a changed file waits for a reload, as it did before).
+  if let state = Supervisor.upgradeStateDescriptor() {
+    let supervisor: Supervisor
+    do {
+      supervisor = try Supervisor(
+        resumingFrom: state, signalFD: signals, logger: logger,
+        reload: reloader(path: config, logger: logger))
+    } catch {
+      logger.critical("cannot take over after the upgrade: \(error)")
+      throw ExitCode(1)
+    }
+    let code = try supervisor.run()
+    if code != 0 { throw ExitCode(code) }
+    return
+  }
+  logger.info("mountsupd \(MountSupervisorRelease.identity)")
   let configuration: Configuration
   do {
     configuration = try ConfigLoader.load(path: config)
@@ -80,18 +117,21 @@ func runDaemon(config: String, verbose: Bool) throws {
     throw ExitCode(1)
   }
   for warning in configuration.warnings { logger.warning("configuration: \(warning)") }
-  let path = config
   let supervisor = try Supervisor(
     configuration: configuration, signalFD: signals, logger: logger,
-    reload: {
-      // The supervisor logs and reports the errors of an invalid configuration; the warnings
-      // of a valid one are logged here.
-      let next = try ConfigLoader.load(path: path)
-      for warning in next.warnings { logger.warning("configuration: \(warning)") }
-      return next
-    })
+    reload: reloader(path: config, logger: logger))
   let code = try supervisor.run()
   if code != 0 { throw ExitCode(code) }
+}
+
+/// Reads the configuration again for a reload. The supervisor logs and reports the errors of an
+/// invalid one; the warnings of a valid one are logged here.
+func reloader(path: String, logger: Logger) -> () throws -> Configuration {
+  {
+    let next = try ConfigLoader.load(path: path)
+    for warning in next.warnings { logger.warning("configuration: \(warning)") }
+    return next
+  }
 }
 
 func printError(_ text: String) {

@@ -86,6 +86,13 @@ int mountsup_peer_credentials(int fd, pid_t *pid, uid_t *uid, gid_t *gid);
 /// pipe2 with O_CLOEXEC (glibc declares pipe2 only under _GNU_SOURCE); -1 with errno.
 int mountsup_pipe(int fds[2]);
 
+/// An anonymous memory file that stays open across execve (no MFD_CLOEXEC): an upgrade hands
+/// its state to the new binary in one. -1 with errno.
+int mountsup_memfd(const char *name);
+
+/// Sets or clears FD_CLOEXEC; -1 with errno.
+int mountsup_set_cloexec(int fd, int on);
+
 /// The session id of a process, or -1.
 pid_t mountsup_session_of(pid_t pid);
 
