@@ -82,6 +82,12 @@ final class TestDaemon {
       sections.joined(separator: "\n"), controlSocket: socketPath, supervisor: supervisor)
   }
 
+  /// Writes a configuration of ready-made `[mounts.NAME]` tables (any worker).
+  func write(sections: [String], supervisor: [String] = []) throws {
+    try sandbox.writeConfig(
+      sections.joined(separator: "\n"), controlSocket: socketPath, supervisor: supervisor)
+  }
+
   /// Starts the daemon and waits until its control socket answers.
   func start(notify: NotifyReceiver? = nil, passing socket: Int32? = nil) async throws {
     // LISTEN_PID must be the daemon's own pid: a shell learns it and execs into the daemon.
