@@ -82,7 +82,15 @@ endif
 ifneq ($(SYSTEMD_RUNNING),)
 	systemctl daemon-reload
 endif
+ifneq ($(SYSTEMD_RUNNING),)
+	@if systemctl is-active --quiet mountsupd.service; then \
+	  echo "installed; mountsupd still runs the old binary: finish with 'mountctl upgrade' (every mount stays)"; \
+	else \
+	  echo "installed; edit $(CONFIGDIR)/mounts.toml, then: systemctl enable --now mountsupd"; \
+	fi
+else
 	@echo "installed; edit $(CONFIGDIR)/mounts.toml, then: systemctl enable --now mountsupd"
+endif
 
 uninstall:
 ifneq ($(SYSTEMD_RUNNING),)

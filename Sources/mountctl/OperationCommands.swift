@@ -17,10 +17,9 @@ struct Operation: ParsableArguments {
   var noBlock = false
 
   func run(_ command: ControlCommand) throws {
-    let client = try connection.connect()
     let response: ControlResponse
     do {
-      response = try client.request(
+      response = try connection.request(
         ControlRequest(command, names: names, noBlock: noBlock), timeout: nil)
     } catch {
       throw failure(error)

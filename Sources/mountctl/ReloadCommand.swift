@@ -23,10 +23,9 @@ struct Reload: ParsableCommand {
   @OptionGroup var connection: Connection
 
   func run() throws {
-    let client = try connection.connect()
     let response: ControlResponse
     do {
-      response = try client.request(ControlRequest(.reload), timeout: nil)
+      response = try connection.request(ControlRequest(.reload), timeout: nil)
     } catch {
       throw failure(error)
     }

@@ -35,9 +35,9 @@ struct Status: ParsableCommand {
   func run() throws {
     let response: ControlResponse
     do {
-      response = try connection.connect().request(
+      response = try connection.request(
         ControlRequest(.status, names: names), timeout: .seconds(10))
-    } catch let error as ControlClientError {
+    } catch {
       // The status cannot be known.
       printError("mountctl: \(error.message)")
       throw error.kind == .permissionDenied ? Exit.permissionDenied : Exit.unreachable

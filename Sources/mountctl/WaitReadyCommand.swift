@@ -43,11 +43,10 @@ struct WaitReady: ParsableCommand {
       timeoutMilliseconds: limit.map {
         $0.components.seconds * 1000 + $0.components.attoseconds / 1_000_000_000_000_000
       })
-    let client = try connection.connect()
     let response: ControlResponse
     do {
       // The daemon answers at the timeout; the client's own limit only guards against a hung daemon.
-      response = try client.request(request, timeout: limit.map { $0 + .seconds(10) })
+      response = try connection.request(request, timeout: limit.map { $0 + .seconds(10) })
     } catch {
       throw failure(error)
     }

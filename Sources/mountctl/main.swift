@@ -30,7 +30,8 @@ struct MountCtl: ParsableCommand {
       """,
     version: MountSupervisorRelease.identity,
     subcommands: [
-      Status.self, Start.self, Stop.self, Restart.self, Abort.self, Reload.self, Upgrade.self, Logs.self, WaitReady.self,
+      Status.self, Start.self, Stop.self, Restart.self, Abort.self, Reload.self, Upgrade.self,
+      Logs.self, WaitReady.self,
     ])
 }
 
@@ -59,6 +60,21 @@ struct Connection: ParsableArguments {
       return try ControlClient(socketPath: socket)
     } catch {
       throw failure(error)
+    }
+  }
+
+  /// Sends one request on a connection of its own and waits for the answer. A daemon in the
+  /// middle of an upgrade answers `upgrading`: the request is sent again, on a new connection,
+  /// until the new binary serves it (within milliseconds; given up after 10 s).
+  func request(_ request: ControlRequest, timeout: Duration?) throws(ControlClientError)
+    -> ControlResponse
+  {
+    var retries = 0
+    while true {
+      let response = try ControlClient(socketPath: socket).request(request, timeout: timeout)
+      guard response.error?.code == .upgrading, retries < 100 else { return response }
+      retries += 1
+      usleep(100_000)
     }
   }
 }

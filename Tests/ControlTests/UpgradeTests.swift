@@ -55,6 +55,21 @@ func openDescriptors(of pid: Int32) -> [String] {
   }
 }
 
+/// Whether the process sleeps with a socket open: a `mountctl` waiting for its answer.
+func isWaitingForAnAnswer(_ pid: Int32) -> Bool {
+  let directory = "/proc/\(pid)/fd"
+  let descriptors = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+  let hasSocket = descriptors.contains {
+    ((try? FileManager.default.destinationOfSymbolicLink(atPath: "\(directory)/\($0)")) ?? "")
+      .hasPrefix("socket:")
+  }
+  let state = (readFile("/proc/\(pid)/stat") ?? "").split(separator: ")").last?.split(
+    separator: " "
+  )
+  .first
+  return hasSocket && state == "S"
+}
+
 /// The daemon's resident memory in KiB.
 func residentKiB(of pid: Int32) -> Int {
   let status = readFile("/proc/\(pid)/status") ?? ""
@@ -217,8 +232,13 @@ struct UpgradeTests {
       try daemon.mount("slow").state == "starting" || (try daemon.mount("slow").state) == "stopping"
     )
 
+    // A client waiting for a mount is told "upgrading" and asks the new binary again.
+    let waiting = try daemon.spawnCtl(["wait-ready", "slow"])
+    try await waitFor("wait-ready connected and waiting") { isWaitingForAnAnswer(waiting.pid) }
     let upgrade = try await daemon.ctl("upgrade")
     #expect(upgrade.status == 0, "\(upgrade)\n\(daemon.log)")
+    #expect(try await waiting.wait(timeout: .seconds(20)) == 0, "\(waiting.errors)")
+    #expect(waiting.output == "ready: slow\n")
 
     try await waitFor("every mount where it was going", timeout: .seconds(20)) {
       let states = try ["steady", "held", "crashed", "stopping", "slow"].map {
