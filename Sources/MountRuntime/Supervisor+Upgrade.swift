@@ -183,7 +183,8 @@ extension Supervisor {
         .init(mountpoint: $0.mountpoint, baseline: $0.baseline)
       },
       outputs: outputs, nextWorkerID: nextWorkerID, control: control, reload: reloads.record,
-      startedAt: startedAt, upgrades: upgrades, hangCheckUnavailable: hangCheckUnavailable)
+      startedAt: startedAt, executablePath: executablePath, upgrades: upgrades,
+      hangCheckUnavailable: hangCheckUnavailable)
   }
 
   /// Takes over from the binary an upgrade replaced: its workers with their descriptors, their

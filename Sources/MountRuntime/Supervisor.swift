@@ -68,8 +68,8 @@ public final class Supervisor {
   var upgrade: UpgradeAttempt?
   /// The state an upgrade handed over, until `run` has taken it.
   var resumedState: UpgradeState?
-  /// The file this binary was started from, as the path it had then: what `mountctl upgrade`
-  /// execs by default, as it is on disk by the time.
+  /// The file the daemon was first started from, as the path it had then (an upgrade keeps
+  /// it): what `mountctl upgrade` execs by default, as it is on disk by the time.
   let executablePath: String
   /// When the daemon started (seconds since the epoch), kept across upgrades.
   let startedAt: Double
@@ -168,7 +168,7 @@ public final class Supervisor {
       upgrades = resuming.upgrades + 1
       lastUpgradeAt = Date().timeIntervalSince1970
     }
-    executablePath = Self.currentExecutablePath()
+    executablePath = resuming?.executablePath ?? Self.currentExecutablePath()
     // First, while few descriptors are open: what lies below the slots is copied per spawn.
     spawnSlots = try SpawnSlots()
     loop = try EventLoop()

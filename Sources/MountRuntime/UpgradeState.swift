@@ -32,6 +32,9 @@ struct UpgradeState: Codable {
   var control: ControlRecord
   var reload: ReloadCoordinator.Record
   var startedAt: Double
+  /// The file the daemon was first started from: the default of every later upgrade, whatever
+  /// `--binary` an earlier one ran.
+  var executablePath: String
   var upgrades: Int
   var hangCheckUnavailable: String?
 

@@ -140,9 +140,12 @@ struct UpgradeTests {
     var memoryBefore = 0
 
     for round in 1...20 {
-      let (binary, identity) =
-        round.isMultiple(of: 2) ? (daemonBinary, MountSupervisorRelease.identity) : other
-      let upgrade = try await daemon.ctl("upgrade", "--binary", binary)
+      // Back without --binary: the default is the file the daemon was first started from.
+      let (arguments, identity) =
+        round.isMultiple(of: 2)
+        ? (["upgrade"], MountSupervisorRelease.identity)
+        : (["upgrade", "--binary", other.path], other.identity)
+      let upgrade = try await daemon.ctl(arguments)
       #expect(upgrade.status == 0, "round \(round): \(upgrade)\n\(daemon.log)")
       #expect(upgrade.output.contains("to \(identity) in "), "\(upgrade)")
       #expect(upgrade.output.hasSuffix("; 30 mounts kept\n"), "\(upgrade)")

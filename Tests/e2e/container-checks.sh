@@ -219,6 +219,50 @@ phase_worker_crash() {
     contains "$(journal_of -u mountsupd.service MOUNT_NAME=photos)" "restarting in"
 }
 
+phase_upgrade() {
+  note "phase: mountctl upgrade replaces mountsupd while a consumer reads through a mount"
+  if [ ! -x /e2e/mountsupd-other ]; then
+    note "no second build (the binary names no git commit): upgrade checks skipped"
+    not_ok "an upgrade under systemd (no second build to upgrade to)"
+    return
+  fi
+  check "the reader unit starts" sctl start mountsup-reader.service
+  local main_pid reader_id photos_pid slow_pid mount_ids pings
+  main_pid=$(property mountsupd.service MainPID)
+  reader_id=$(property mountsup-reader.service InvocationID)
+  photos_pid=$(worker_pid photos)
+  slow_pid=$(worker_pid slow)
+  mount_ids=$(grep ' fuse' /proc/self/mountinfo | cut -d' ' -f1,5 | sort)
+  sleep 0.5
+  local upgraded back
+  upgraded=$(mountctl upgrade --binary /e2e/mountsupd-other)
+  check "mountctl upgrade to another build succeeds" contains "$upgraded" "to 0.3.0 (commit feedfacecafe"
+  note "$upgraded"
+  sleep 0.5
+  check "status --json names the new build" \
+    contains "$(mountctl status --json)" '"version" : "0.3.0 (commit feedfacecafe'
+  back=$(mountctl upgrade)
+  check "mountctl upgrade (the installed file, by default) goes back to it" \
+    all contains "$back" "upgraded from 0.3.0 (commit feedfacecafe" "&&" lacks "$back" "to 0.3.0 (commit feedfacecafe"
+  note "$back"
+  sleep 0.5
+  check "systemd kept the same MainPID, and the unit is active" \
+    all main_pid_is "$main_pid" "&&" is_active mountsupd.service
+  check "the reader was not restarted (same InvocationID) and runs" \
+    all equal "$(property mountsup-reader.service InvocationID)" "$reader_id" "&&" is_active mountsup-reader.service
+  check "the workers are the same processes" \
+    all equal "$(worker_pid photos)" "$photos_pid" "&&" equal "$(worker_pid slow)" "$slow_pid"
+  check "every mount kept its mount ID" equal "$(grep ' fuse' /proc/self/mountinfo | cut -d' ' -f1,5 | sort)" "$mount_ids"
+  check "the reader saw no read error" [ ! -e /e2e/reader-errors ]
+  check "NRestarts is still 0" equal "$(property mountsupd.service NRestarts)" 0
+  pings=$(property mountsupd.service WatchdogTimestampMonotonic)
+  sleep 2
+  check "the watchdog pings go on after the upgrades" [ "$(property mountsupd.service WatchdogTimestampMonotonic)" -gt "$pings" ]
+  check "the journal says what replaced what" \
+    contains "$(journal_of -u mountsupd.service)" "upgraded from 0.3.0 (commit feedfacecafe"
+  sctl stop mountsup-reader.service
+}
+
 phase_daemon_crash() {
   note "phase: a crashed mountsupd is restarted by systemd (Restart=on-failure)"
   local main_pid
@@ -285,6 +329,7 @@ phase_install
 phase_start
 phase_reload
 phase_worker_crash
+phase_upgrade
 phase_daemon_crash
 phase_stop
 phase_consumer

@@ -92,6 +92,16 @@ ExecStart=/bin/sh -c 'test "$$(cat /srv/consumer/slow/hello)" = "hello from slow
 # The bind keeps the FUSE connection alive after mountsupd unmounted the original.
 ExecStop=/bin/umount /srv/consumer/slow
 EOF
+# A reader through a mount, across upgrades of mountsupd: every failed read is written down.
+cat >"$root/etc/systemd/system/mountsup-reader.service" <<'EOF'
+[Unit]
+Description=A consumer reading through a supervised mount
+Requires=mountsupd.service
+After=mountsupd.service
+
+[Service]
+ExecStart=/bin/sh -c 'while :; do cat /mnt/e2e/photos/hello >/dev/null || echo "read failed at $$(date +%%s.%%N)" >>/e2e/reader-errors; sleep 0.02; done'
+EOF
 cat >"$root/etc/systemd/system/mountsup-e2e-check.service" <<'EOF'
 [Unit]
 Description=MountSupervisor end-to-end checks
@@ -113,6 +123,12 @@ EOF
 
 mkdir -p "$work/e2e"
 install -m 0644 "$repo/Tests/e2e/container-checks.sh" "$work/e2e/"
+# Another build to upgrade to: the same binary with another commit in its identity.
+commit=$("$bin/mountsupd" --version | sed -n 's/.*(commit \([0-9a-f]\{12\}\).*/\1/p')
+if [ -n "$commit" ]; then
+  perl -0777 -pe "s/$commit/feedfacecafe/g" "$bin/mountsupd" >"$work/e2e/mountsupd-other"
+  chmod 0755 "$work/e2e/mountsupd-other"
+fi
 
 # The binaries may link the Swift runtime from the toolchain: bind its directory in.
 swift_runtime=$(ldd "$bin/mountsupd" | awk '/libswiftCore\.so/ { print $3 }')
