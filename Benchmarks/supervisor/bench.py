@@ -5,7 +5,8 @@ For every N of --counts, --rounds rounds alternate a launcher round and a mounts
 run; the figures are medians. Per N: time to READY of both, their ratio, mountsupd's CPU time
 (utime+stime at READY) per mount, and the stop time of both (launcher: unmount everything and
 wait for every worker; mountsupd: SIGTERM until the process has exited), next to the targets.
-Then the wake-ups of an idle mountsupd with 100 mounts (--idle SECONDS). --scale N instead makes
+Then the wake-ups of an idle mountsupd with 100 mounts (--idle SECONDS), and the time of an
+upgrade in place (mountctl upgrade) with 1000 mounts (--upgrade N). --scale N instead makes
 one run of N mounts under the launcher and under mountsupd and reports whether and when READY
 came.
 
@@ -31,6 +32,7 @@ TARGET_OVER_AT_ONE = 5.0     # ms over the launcher at 1 mount
 TARGET_CPU_PER_MOUNT = 0.3   # ms of daemon CPU per mount to READY, at 100 and 1000
 TARGET_CPU_FLAT = 1.25       # "flat from 100 to 1000": per-mount CPU at 1000 ≤ 1.25 × at 100
 TARGET_STOP_RATIO = 1.5      # stop time, mountsupd / launcher
+TARGET_UPGRADE_MS = 100      # mountctl upgrade at 1000 mounts: request to the new binary serving
 
 
 def parse_arguments():
@@ -46,6 +48,9 @@ def parse_arguments():
                         help="seconds of the idle measurement at --idle-mounts mounts; 0 skips it "
                              "(default 60)")
     parser.add_argument("--idle-mounts", type=int, default=100, help="(default 100)")
+    parser.add_argument("--upgrade", type=int, default=1000, metavar="N",
+                        help="mounts of the upgrade measurement (mountctl upgrade, 5 times); "
+                             "0 skips it (default 1000)")
     parser.add_argument("--scale", type=int, metavar="N",
                         help="instead of the table: one run of N mounts (e.g. 5000) under the "
                              "launcher and under mountsupd")
@@ -287,6 +292,40 @@ def idle(arguments):
           f"RSS {result['rss'] / 1024:.1f} MiB at READY, {result['rss_after'] / 1024:.1f} MiB after")
 
 
+def upgrade(arguments):
+    """Upgrades in place of a daemon with N ready mounts: from the request to the new binary
+    answering `status`, measured from outside, next to what the daemon itself logs."""
+    count = arguments.upgrade
+
+    def measure(daemon, result):
+        pids = {mount["name"]: mount["pid"] for mount in daemon.control("status")["mounts"]}
+        times, own = [], []
+        for _ in range(5):
+            started = time.monotonic()
+            answer = daemon.control("upgrade", timeout=60)
+            if not answer.get("ok"):
+                raise BenchFailure(f"upgrade failed: {answer.get('error')}")
+            status = daemon.control("status")
+            times.append((time.monotonic() - started) * 1000)
+            own.append(answer["upgrade"]["milliseconds"])
+            kept = {mount["name"]: mount["pid"] for mount in status["mounts"]}
+            if kept != pids:
+                raise BenchFailure("an upgrade changed the workers")
+        result["upgrade"] = median(times)
+        result["upgrade_own"] = median(own)
+
+    print(f"\nupgrade: mountctl upgrade of mountsupd with {count} ready mounts, median of 5")
+    try:
+        result = daemon_round(arguments, count, ready_timeout(arguments, count), keep=measure)
+    except BenchFailure as error:
+        print(f"  mountsupd FAILED: {error}")
+        return
+    ok = result["upgrade"] < TARGET_UPGRADE_MS
+    print(f"  from the request to the new binary answering status: {result['upgrade']:.1f} ms "
+          f"(the daemon's own count to its resume: {result['upgrade_own']:.1f} ms); "
+          f"target < {TARGET_UPGRADE_MS} ms {verdict(ok)}; every worker kept")
+
+
 def scale(arguments):
     count = arguments.scale
     timeout = ready_timeout(arguments, count, scale=True)
@@ -335,6 +374,8 @@ def main():
             summary(results)
             if arguments.idle > 0:
                 idle(arguments)
+            if arguments.upgrade > 0:
+                upgrade(arguments)
     except Interrupted as interruption:
         log(f"\ninterrupted ({interruption}); cleaning up")
         return 130

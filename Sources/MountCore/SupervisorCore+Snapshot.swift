@@ -1,3 +1,5 @@
+import MountConfig
+
 /// What of the core crosses the exec of an upgrade (`mountctl upgrade`): every machine and the
 /// decisions of operators and of the service; the topology and every count are rebuilt from
 /// them, as at a start.
@@ -12,6 +14,9 @@ extension SupervisorCore {
     var exitAnnounced: Bool
     var removing: Set<String>
     var restarting: Set<String>
+
+    /// The spec of every mount, removed ones included.
+    public var specs: [MountSpec] { machines.map(\.spec) }
   }
 
   public var snapshot: Snapshot {

@@ -111,6 +111,14 @@ extension Supervisor {
         "\(attempt.binary) --can-resume \(UpgradeState.format) \(status)\(words); nothing changed")
     }
     attempt.newIdentity = String(said.split(separator: "\n").last ?? "")
+    logger.debug(
+      "upgrade: \(attempt.binary) can take over (\(Self.elapsed(since: attempt.requestedAt)))")
+  }
+
+  /// "12.3 ms since the request", for the debug log of an upgrade's steps.
+  static func elapsed(since start: MonotonicInstant) -> String {
+    let milliseconds = Double((MonotonicInstant.now() - start).nanosecondsClamped) / 1e6
+    return "\((milliseconds * 10).rounded() / 10) ms since the request"
   }
 
   /// The check did not answer in time.
@@ -145,6 +153,9 @@ extension Supervisor {
     } catch {
       return failUpgrade("\(error)")
     }
+    logger.debug(
+      "upgrade: state of \(counted(workers.count, "worker")) written (\(lseek(stateFile.raw, 0, SEEK_END) >> 10) KiB; \(Self.elapsed(since: attempt.requestedAt)))"
+    )
     let descriptors = state.descriptors + [stateFile.raw]
     for fd in descriptors { mountsup_set_cloexec(fd, 0) }
     setenv(UpgradeState.environmentKey, String(stateFile.raw), 1)
@@ -176,7 +187,7 @@ extension Supervisor {
     }
     return UpgradeState(
       fromVersion: MountSupervisorRelease.identity, requestedAt: requestedAt,
-      configuration: .init(configuration), core: core.snapshot,
+      configuration: .init(configuration, core: core), core: core.snapshot,
       workers: workers.values.sorted { $0.id < $1.id }.map(record),
       orphanedOutputs: orphanedOutputs.values.map(record),
       lastMountSites: lastMountSite.mapValues {
@@ -190,6 +201,7 @@ extension Supervisor {
   /// Takes over from the binary an upgrade replaced: its workers with their descriptors, their
   /// output, and the work that was in flight off the loop, which did not survive the exec.
   func resume(from state: UpgradeState) {
+    logger.debug("upgrade: supervisor made (\(Self.elapsed(since: state.requestedAt)))")
     func adopt(_ record: UpgradeState.WorkerRecord) -> Worker {
       let descriptor = { (fd: Int32?) -> Descriptor? in
         guard let fd else { return nil }
@@ -236,6 +248,7 @@ extension Supervisor {
     hangCheckUnavailable = state.hangCheckUnavailable
     reloads.restore(state.reload)
     if state.reload.due { inbox.append(.reload) }
+    logger.debug("upgrade: workers adopted (\(Self.elapsed(since: state.requestedAt)))")
     reconcileMountsAfterUpgrade()
     restartWorkOffTheLoop()
     let now = MonotonicInstant.now()

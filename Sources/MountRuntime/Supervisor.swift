@@ -132,8 +132,9 @@ public final class Supervisor {
     reload: @escaping () throws -> Configuration
   ) throws {
     let state = try UpgradeState.read(from: stateFD)
+    logger.debug("upgrade: state read (\(Self.elapsed(since: state.requestedAt)))")
     try self.init(
-      configuration: state.configuration.configuration,
+      configuration: state.runningConfiguration,
       core: SupervisorCore(snapshot: state.core), resuming: state, signalFD: signalFD,
       logger: logger, reload: reload)
   }

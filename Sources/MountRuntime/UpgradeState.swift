@@ -9,9 +9,10 @@ import MountCore
 /// records name stay open under the same numbers (their close-on-exec flag is cleared just
 /// before the exec), so every worker keeps its pidfd, socketpair and output pipe.
 ///
-/// It travels as JSON in a memfd named by `MOUNTSUP_UPGRADE_STATE`. The format is versioned: a
-/// binary reads only the formats it knows, and `mountsupd --can-resume FORMAT` tells the old
-/// binary so before it gives anything up.
+/// It travels in a memfd named by `MOUNTSUP_UPGRADE_STATE`: the format number (4 bytes), then
+/// the state in `StateCoder`'s binary form. The format is versioned: a binary reads only the
+/// formats it knows, and `mountsupd --can-resume FORMAT` tells the old binary so before it gives
+/// anything up.
 struct UpgradeState: Codable {
   static let format = 1
   static let environmentKey = "MOUNTSUP_UPGRADE_STATE"
@@ -38,24 +39,30 @@ struct UpgradeState: Codable {
   var upgrades: Int
   var hangCheckUnavailable: String?
 
+  /// The configuration that runs, without its mounts: each machine of the core carries its
+  /// spec, so the specs travel once.
   struct ConfigurationRecord: Codable {
     var supervisor: SupervisorSettings
-    var mounts: [MountSpec]
+    /// Mounts the configuration no longer has, whose machines wait for their workers to go.
+    var removed: Set<String>
     var files: [String]
     var dropInsWithoutMounts: [String]
 
-    init(_ configuration: Configuration) {
+    init(_ configuration: Configuration, core: SupervisorCore) {
       supervisor = configuration.supervisor
-      mounts = configuration.mounts
+      let configured = Set(configuration.mounts.map(\.name))
+      removed = Set(core.machines.keys.filter { !configured.contains($0) })
       files = configuration.files
       dropInsWithoutMounts = configuration.dropInsWithoutMounts
     }
+  }
 
-    var configuration: Configuration {
-      Configuration(
-        supervisor: supervisor, mounts: mounts, files: files,
-        dropInsWithoutMounts: dropInsWithoutMounts)
-    }
+  /// The configuration that ran, its mounts taken from the machines.
+  var runningConfiguration: Configuration {
+    let specs = core.specs.filter { !configuration.removed.contains($0.name) }
+    return Configuration(
+      supervisor: configuration.supervisor, mounts: specs.sorted { $0.name < $1.name },
+      files: configuration.files, dropInsWithoutMounts: configuration.dropInsWithoutMounts)
   }
 
   /// A worker with the numbers of its descriptors.
@@ -98,15 +105,15 @@ struct UpgradeState: Codable {
 
   /// Writes the state into a new memfd (kept open across exec) and returns it.
   func write() throws(RuntimeError) -> Descriptor {
-    let data: Data
+    var bytes: [UInt8] = []
+    withUnsafeBytes(of: UInt32(format).littleEndian) { bytes.append(contentsOf: $0) }
     do {
-      data = try JSONEncoder().encode(self)
+      bytes += try StateCoder.encode(self)
     } catch {
       throw RuntimeError(.io, "cannot encode the state for the upgrade: \(error)")
     }
     let fd = Descriptor(
       try system(.descriptors, "memfd_create") { mountsup_memfd("mountsupd-upgrade") })
-    let bytes = [UInt8](data)
     var offset = 0
     while offset < bytes.count {
       offset += try system(.io, "write the upgrade state") {
@@ -119,27 +126,29 @@ struct UpgradeState: Codable {
   /// Reads the state the old binary left in the memfd `fd` (and closes it).
   static func read(from fd: Int32) throws(RuntimeError) -> UpgradeState {
     let descriptor = Descriptor(fd)
-    var data = Data()
-    var buffer = [UInt8](repeating: 0, count: 1 << 16)
-    var offset: Int = 0
-    while true {
+    let size = try system(.io, "the size of the upgrade state") {
+      lseek(descriptor.raw, 0, SEEK_END)
+    }
+    var bytes = [UInt8](repeating: 0, count: Int(size))
+    var offset = 0
+    while offset < bytes.count {
       let count = try system(.io, "read the upgrade state") {
-        pread(descriptor.raw, &buffer, buffer.count, off_t(offset))
+        bytes.withUnsafeMutableBytes {
+          pread(descriptor.raw, $0.baseAddress! + offset, $0.count - offset, off_t(offset))
+        }
       }
-      if count == 0 { break }
-      data.append(contentsOf: buffer[..<count])
+      guard count > 0 else { break }
       offset += count
     }
-    struct Header: Decodable { var format: Int }
-    guard let header = try? JSONDecoder().decode(Header.self, from: data) else {
-      throw RuntimeError(.io, "the upgrade state is not readable")
-    }
-    guard header.format == format else {
+    guard bytes.count >= 4 else { throw RuntimeError(.io, "the upgrade state is empty") }
+    let found = Int(
+      UInt32(bytes[0]) | UInt32(bytes[1]) << 8 | UInt32(bytes[2]) << 16 | UInt32(bytes[3]) << 24)
+    guard found == format else {
       throw RuntimeError(
-        .io, "the upgrade state has format \(header.format); this build reads format \(format)")
+        .io, "the upgrade state has format \(found); this build reads format \(format)")
     }
     do {
-      return try JSONDecoder().decode(UpgradeState.self, from: data)
+      return try StateCoder.decode(UpgradeState.self, from: Array(bytes[4...]))
     } catch {
       throw RuntimeError(.io, "the upgrade state cannot be decoded: \(error)")
     }
