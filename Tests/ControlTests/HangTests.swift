@@ -83,18 +83,24 @@ struct HangTests {
       defer { accesses.finish() }
 
       let trigger = try accesses.start(["/usr/bin/stat", "\(mountpoint)/hang"])
-      try await waitFor("the stat blocked on the hung mount") { isWaitingOnFUSE(trigger) }
+      // (Or already released: a busy machine may keep this task waiting past the hang_timeout.)
+      try await waitFor("the stat blocked on the hung mount") {
+        isWaitingOnFUSE(trigger) || trigger.poll()
+      }
       let blocked = try accesses.start(["/bin/cat", "\(mountpoint)/hello"])
       // hang_timeout (2 s) plus one check period (500 ms), and the margin of a loaded machine.
       try await waitFor("the blocked processes to be released", timeout: .seconds(8)) {
         trigger.poll() && blocked.poll()
       }
-      for access in [trigger, blocked] {
-        #expect(access.status != 0)
-        #expect(
-          access.errors.contains("Software caused connection abort")
-            || access.errors.contains("Transport endpoint is not connected"), "\(access.errors)")
+      func aborted(_ access: Spawned) -> Bool {
+        access.status != 0
+          && (access.errors.contains("Software caused connection abort")
+            || access.errors.contains("Transport endpoint is not connected"))
       }
+      #expect(aborted(trigger), "\(trigger.errors)")
+      // Queued behind the hung request, unless this task was kept waiting past the hang_timeout
+      // (a busy machine): then the new worker served it.
+      #expect(aborted(blocked) || blocked.output == "hello from alpha\n", "\(blocked.errors)")
 
       try await waitFor("alpha ready again with a new worker") {
         let now = try daemon.mount("alpha")

@@ -173,6 +173,10 @@ struct ReloadTests {
       TestMount(name: "alpha"), TestMount(name: "slow", arguments: ["--mount-delay", "300"]),
     ])
     #expect(try await daemon.ctl("reload").status == 0)
+    // Sent before the answer, but a full receive queue holds it back until the test reads.
+    try await waitFor("READY=1 after the reload") {
+      notify.drain().dropFirst(before).contains { $0.text.hasPrefix("READY=1") }
+    }
     var reload = notify.drain().dropFirst(before).map(\.text)
     let reloading = try #require(
       reload.firstIndex { $0.hasPrefix("RELOADING=1\nMONOTONIC_USEC=") }, "\(reload)")

@@ -101,7 +101,8 @@ struct StatusTests {
       let service = try #require(document["service"] as? [String: Any])
       #expect(
         Set(service.keys) == [
-          "ready", "status", "reloading", "shutting_down", "config_files", "pid",
+          "ready", "status", "reloading", "shutting_down", "config_files", "pid", "version",
+          "started_at", "upgrades", "last_upgrade_at",
         ])
       #expect(service["ready"] as? Bool == true)
       #expect(service["reloading"] as? Bool == false)
@@ -109,6 +110,11 @@ struct StatusTests {
       #expect(service["config_files"] as? [String] == [daemon.configPath])
       #expect(service["pid"] as? Int == Int(daemon.process!.pid))
       #expect((service["status"] as? String)?.contains("1/2 mounts ready") == true)
+      #expect(service["version"] as? String == MountSupervisorRelease.identity)
+      #expect(
+        (service["started_at"] as? Double).map { abs($0 - Date().timeIntervalSince1970) < 600 }
+          == true)
+      #expect(service["upgrades"] as? Int == 0 && service["last_upgrade_at"] is NSNull)
 
       let list = try #require(document["mounts"] as? [[String: Any]])
       #expect(list.map { $0["name"] as? String } == ["broken", "good"])
