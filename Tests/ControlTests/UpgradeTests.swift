@@ -203,6 +203,18 @@ struct UpgradeTests {
         let now = try daemon.mount("alpha")
         #expect(now.isReady && now.pid == before.pid)
       }
+      // It says yes, then removes itself: the exec fails, and the daemon goes on as it was.
+      let vanishing = base + "/vanishing"
+      try "#!/bin/sh\nrm -f \"$0\"\necho '9.9.9 (commit vanishing)'\n".write(
+        toFile: vanishing, atomically: true, encoding: .utf8)
+      chmod(vanishing, 0o755)
+      let failedExec = try await daemon.ctl("upgrade", "--binary", vanishing)
+      #expect(failedExec.status == 1, "\(failedExec)")
+      #expect(
+        failedExec.errors.contains("exec of \(vanishing) failed: No such file or directory")
+          && failedExec.errors.contains("this binary goes on"), "\(failedExec)")
+      let still = try daemon.mount("alpha")
+      #expect(still.isReady && still.pid == before.pid)
       #expect(try daemon.status().service?.upgrades == 0)
       #expect(
         try await daemon.ctl("upgrade", "--binary", base + "/missing", asNobody: true).status == 77)
