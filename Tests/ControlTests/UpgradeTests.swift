@@ -221,6 +221,21 @@ struct UpgradeTests {
     }
   }
 
+  @Test("SIGUSR2 upgrades to the file the daemon was started from")
+  func upgradeOnSIGUSR2() async throws {
+    try await withDaemon([TestMount(name: "alpha")]) { daemon in
+      #expect(try await daemon.ctl("wait-ready").status == 0)
+      let before = try daemon.mount("alpha")
+      let pid = try #require(daemon.process?.pid)
+      kill(pid, SIGUSR2)
+      try await waitFor("the upgrade done") { try daemon.status().service?.upgrades == 1 }
+      let after = try daemon.mount("alpha")
+      #expect(after.isReady && after.pid == before.pid && after.restarts == 0)
+      #expect(daemon.log.contains("SIGUSR2: upgrading to the binary mountsupd was started from"))
+      #expect(daemon.log.contains("upgraded from \(MountSupervisorRelease.identity) to "))
+    }
+  }
+
   @Test("an upgrade amid starts, backoffs and stops ends where they would have")
   func upgradeInAStorm() async throws {
     let daemon = try TestDaemon()
