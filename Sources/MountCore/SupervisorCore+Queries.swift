@@ -74,7 +74,8 @@ extension SupervisorCore {
       readySince: machine.readySince, restarts: machine.restarts,
       mountpoint: machine.spec.mountpoint, required: machine.spec.required,
       stoppedByOperator: held.contains(name), lastFailure: machine.lastFailure,
-      workerStatus: machine.workerStatus)
+      workerStatus: machine.workerStatus, failureCounts: machine.failureCounts,
+      lastTimeToReady: machine.lastTimeToReady)
   }
 
   /// Whether the mount's attempt still waits for its worker to be spawned (a stop may have
@@ -170,4 +171,8 @@ public struct MountReport: Equatable, Sendable {
   public var stoppedByOperator: Bool
   public var lastFailure: Failure?
   public var workerStatus: String?
+  /// Failures by kind, for the metrics; a kind that never happened is absent.
+  public var failureCounts: [Failure.Kind: Int]
+  /// How long the last start that became ready took.
+  public var lastTimeToReady: Duration?
 }
