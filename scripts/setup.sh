@@ -20,6 +20,15 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
+# The tests check the metrics with the real Prometheus parser, and the Kubernetes manifests
+# against the Kubernetes schemas (both from PyPI).
+python_packages=(prometheus_client kubernetes-validate)
+if ! python3 -c 'import prometheus_client, kubernetes_validate' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "${python_packages[@]}" \
+    || python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+      --break-system-packages "${python_packages[@]}"
+fi
+
 demo=/srv/mountsup-demo
 if [ ! -e "$demo" ]; then
   mkdir -p "$demo"

@@ -20,6 +20,8 @@ protocol ControlHost: AnyObject {
   func submit(_ action: OperatorAction, _ names: [String])
   /// Queues a reload; `completion` gets its outcome once it has settled.
   func requestReload(_ completion: @escaping (ReloadCoordinator.Outcome) -> Void)
+  /// The metrics in the Prometheus text format, as of now.
+  func metricsExposition() -> [UInt8]
 }
 
 enum OperatorAction {

@@ -23,6 +23,11 @@ enum Source: Hashable {
   case workerNotifySocket(WorkerID)
   /// The answers of work run off the loop (probes, `statfs` of a mount that may hang).
   case offLoop(Int)
+  /// `[supervisor] metrics_listen`: the listening socket and its HTTP clients.
+  case metricsListener
+  case metricsClient(Int)
+  /// `[supervisor] watch_config`: the inotify descriptor of the configuration's directories.
+  case configWatch
 }
 
 /// One epoll over every source. It blocks until something happens, so an idle supervisor makes

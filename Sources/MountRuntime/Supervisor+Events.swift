@@ -38,6 +38,16 @@ extension Supervisor {
       if let worker = workers[id] { readNotifySocket(of: worker) }
     case .offLoop(let id):
       readOffLoop(id)
+    case .metricsListener:
+      metricsListener?.acceptClients()
+    case .metricsClient(let id):
+      metricsListener?.clientEvent(id)
+    case .configWatch:
+      if configWatch?.readEvents() == true {
+        logger.notice("watch_config: a configuration file changed; reloading")
+        reloads.request()
+        inbox.append(.reload)
+      }
     }
   }
 

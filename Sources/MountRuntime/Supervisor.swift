@@ -36,6 +36,15 @@ public final class Supervisor {
   /// The notify socket while the loop watches it for room (see `watchNotifySocket`).
   var watchedNotifySocket: Descriptor?
   let reloads: ReloadCoordinator
+  /// `[supervisor] metrics_file`, `metrics_listen` and `watch_config`, when configured.
+  var metricsFile: MetricsFile?
+  var metricsListener: MetricsListener?
+  var configWatch: ConfigWatch?
+  /// When the daemon started, in seconds since the Unix epoch, for the metrics.
+  let startTime = MetricsExposition.wallClockNow()
+  /// What the metrics show of the supervisor as a whole at the last check, so that a change
+  /// of it (a reload, READY) rewrites the metrics file like a change of a mount does.
+  var lastMetricsSummary: MetricsSummary?
 
   /// What the loop has read and the core has not yet been told, in the order it was read.
   var inbox: [Input] = []
@@ -154,6 +163,7 @@ public final class Supervisor {
     try loop.add(raw: table.fd, as: .mountTable, events: table.epollEvents)
     logger.info("mount changes: \(table.summary)")
     control = try ControlServer(host: self, loop: loop, logger: logger)
+    try startMetricsAndConfigWatch()
     watchdog = try Watchdog.start(on: loop, notifier: notifier)
     if let watchdog {
       logger.info(
@@ -165,6 +175,8 @@ public final class Supervisor {
       turn()
     }
     control?.close()
+    metricsListener?.close()
+    metricsFile?.writeIfDue(now: .now(), force: true, metricsExposition)
     notifier.flushBeforeExit()
     return exitCode!
   }
@@ -181,7 +193,8 @@ public final class Supervisor {
     var later: [(source: Source, events: UInt32)] = []
     for (source, events) in ready {
       switch source {
-      case .workerOutput, .controlClient, .controlListener: later.append((source, events))
+      case .workerOutput, .controlClient, .controlListener, .metricsClient, .metricsListener:
+        later.append((source, events))
       default: read(source, events)
       }
     }
@@ -277,7 +290,15 @@ public final class Supervisor {
       }
     }
     control?.evaluateSubmitted()
-    timer.arm(at: [core.nextDeadline, control?.nextDeadline].compactMap { $0 }.min()?.nanoseconds)
+    if let metricsFile {
+      let summary = MetricsSummary(self)
+      if !changed.isEmpty || summary != lastMetricsSummary { metricsFile.changed() }
+      lastMetricsSummary = summary
+      metricsFile.writeIfDue(now: .now(), metricsExposition)
+    }
+    timer.arm(
+      at: [core.nextDeadline, control?.nextDeadline, metricsFile?.nextDeadline].compactMap { $0 }
+        .min()?.nanoseconds)
     // While required mounts are legitimately starting, ask the service manager for the time
     // their start timeouts allow, plus a margin for the cleanup after a failure.
     var moreTime: UInt64?

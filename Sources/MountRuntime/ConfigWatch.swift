@@ -1,0 +1,81 @@
+import Glibc
+import Logging
+import MountConfig
+
+/// `[supervisor] watch_config`: reloads when a configuration file changes, as SIGHUP does.
+///
+/// inotify watches the directories that hold the configuration files, not the files: an editor
+/// that saves by renaming, and a Kubernetes ConfigMap volume, which swaps the `..data` symlink
+/// to a new directory in one rename, both replace a file without writing to it. Events are
+/// filtered to the names that can matter (a `.toml` file, a configuration file's own name, or
+/// `..data`); a burst of them in one loop turn is one reload request, and requests that arrive
+/// while a reload runs are served together by the next one (see ReloadCoordinator).
+final class ConfigWatch {
+  let fd: Descriptor
+  private let logger: Logger
+  /// Watched directory by watch descriptor, and the names in it that are configuration files.
+  private var directories: [Int32: (path: String, names: Set<String>)] = [:]
+  private var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+
+  static let mask = UInt32(IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM)
+
+  init(loop: EventLoop, logger: Logger) throws(RuntimeError) {
+    self.logger = logger
+    fd = Descriptor(
+      try system(.configWatch, "inotify_init1") {
+        inotify_init1(Int32(IN_NONBLOCK | IN_CLOEXEC))
+      })
+    try loop.add(fd, as: .configWatch)
+  }
+
+  /// Watches the directories of `configuration`'s files (again after each reload: a reload may
+  /// add a drop-in from another directory).
+  func watch(_ configuration: Configuration) {
+    var wanted: [String: Set<String>] = [:]
+    for file in configuration.files + configuration.dropInsWithoutMounts {
+      let (directory, name) = Self.split(file)
+      wanted[directory, default: []].insert(name)
+    }
+    for (directory, names) in wanted {
+      let descriptor = inotify_add_watch(fd.raw, directory, Self.mask)
+      guard descriptor >= 0 else {
+        let problem = errorText(errno)
+        logger.error(
+          "watch_config: cannot watch \(directory): \(problem); changes there need `mountctl reload`"
+        )
+        continue
+      }
+      directories[descriptor] = (directory, names)
+    }
+  }
+
+  /// Reads the pending events; true if one concerns the configuration.
+  func readEvents() -> Bool {
+    var relevant = false
+    while true {
+      let count = buffer.withUnsafeMutableBytes { try? fd.read(into: $0) }
+      guard let count = count ?? nil, count > 0 else { return relevant }
+      var offset = 0
+      while offset + MemoryLayout<inotify_event>.size <= count {
+        let (descriptor, length) = buffer.withUnsafeBytes { raw in
+          let event = raw.loadUnaligned(fromByteOffset: offset, as: inotify_event.self)
+          return (event.wd, Int(event.len))
+        }
+        let nameStart = offset + MemoryLayout<inotify_event>.size
+        let nameBytes = buffer[nameStart..<nameStart + length].prefix { $0 != 0 }
+        let name = String(decoding: nameBytes, as: UTF8.self)
+        offset = nameStart + length
+        guard let directory = directories[descriptor] else { continue }
+        if name == "..data" || name.hasSuffix(".toml") || directory.names.contains(name) {
+          relevant = true
+        }
+      }
+    }
+  }
+
+  private static func split(_ path: String) -> (directory: String, name: String) {
+    guard let slash = path.lastIndex(of: "/") else { return (".", path) }
+    let directory = String(path[..<slash])
+    return (directory.isEmpty ? "/" : directory, String(path[path.index(after: slash)...]))
+  }
+}

@@ -1,0 +1,241 @@
+import Foundation
+import Glibc
+import MountControl
+import MountSupTestSupport
+import Testing
+
+/// One sample as the real `prometheus_client` parser (PyPI, installed by scripts/setup.sh)
+/// reads it.
+struct MetricSample: Decodable {
+  var family: String
+  var type: String
+  var name: String
+  var labels: [String: String]
+  var value: Double
+}
+
+/// The samples of an exposition parsed by `prometheus_client`: from a file, or fetched from an
+/// http:// URL (then the answer's Content-Type is checked too).
+func parsedMetrics(_ source: String, in daemon: TestDaemon) async throws -> [MetricSample] {
+  let script = """
+    import json, sys, urllib.request
+    from prometheus_client.parser import text_string_to_metric_families
+    source = sys.argv[1]
+    if source.startswith("http://"):
+        with urllib.request.urlopen(source, timeout=10) as answer:
+            kind = answer.headers.get("Content-Type", "")
+            if not kind.startswith("text/plain; version=0.0.4"):
+                sys.exit("unexpected Content-Type: " + kind)
+            text = answer.read().decode()
+    else:
+        text = open(source).read()
+    samples = [
+        {"family": f.name, "type": f.type, "name": s.name, "labels": s.labels, "value": s.value}
+        for f in text_string_to_metric_families(text) for s in f.samples
+    ]
+    print(json.dumps(samples))
+    """
+  let output = "\(daemon.directory)/parsed-\(UInt32.random(in: 0...UInt32.max))"
+  let parser = try Spawned(
+    ["/usr/bin/env", "python3", "-c", script, source], outputPath: output + ".out",
+    errorPath: output + ".err")
+  let status = try await parser.wait(timeout: .seconds(60))
+  guard status == 0 else {
+    throw TestFailure(
+      "prometheus_client could not parse \(source) (run scripts/setup.sh to install it): "
+        + parser.errors)
+  }
+  return try JSONDecoder().decode([MetricSample].self, from: Data(parser.output.utf8))
+}
+
+extension [MetricSample] {
+  /// The value of the sample with this name and exactly these labels.
+  func value(_ name: String, _ labels: [String: String] = [:]) -> Double? {
+    first { $0.name == name && $0.labels == labels }?.value
+  }
+}
+
+/// A TCP port on the loopback that nothing listens on right now.
+func freeLoopbackPort() throws -> UInt16 {
+  let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+  defer { close(fd) }
+  var address = sockaddr_in()
+  address.sin_family = sa_family_t(AF_INET)
+  address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+  var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+  let found = withUnsafeMutablePointer(to: &address) {
+    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+      bind(fd, $0, length) == 0 && getsockname(fd, $0, &length) == 0
+    }
+  }
+  guard found else {
+    throw TestFailure("no free loopback port: \(String(cString: strerror(errno)))")
+  }
+  return UInt16(bigEndian: address.sin_port)
+}
+
+/// The HTTP status line of a request sent raw to the metrics listener.
+func httpStatusLine(port: UInt16, request: String) throws -> String {
+  let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+  defer { close(fd) }
+  var address = sockaddr_in()
+  address.sin_family = sa_family_t(AF_INET)
+  address.sin_port = port.bigEndian
+  address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+  var timeout = timeval(tv_sec: 10, tv_usec: 0)
+  setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+  let connected = withUnsafePointer(to: &address) {
+    $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+      connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+    }
+  }
+  guard connected else { throw TestFailure("cannot connect to 127.0.0.1:\(port)") }
+  _ = Array(request.utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+  var answer: [UInt8] = []
+  var buffer = [UInt8](repeating: 0, count: 4096)
+  while true {
+    let count = recv(fd, &buffer, buffer.count, 0)
+    guard count > 0 else { break }
+    answer += buffer.prefix(count)
+  }
+  return String(decoding: answer, as: UTF8.self).split(separator: "\r\n").first.map(String.init)
+    ?? ""
+}
+
+@Suite("metrics: mountctl metrics, metrics_file, metrics_listen; watch_config")
+struct MetricsTests {
+  @Test(
+    "one exposition three ways, valid for prometheus_client, following the mounts' state")
+  func threeWays() async throws {
+    let port = try freeLoopbackPort()
+    let daemon = try TestDaemon()
+    defer { daemon.finish() }
+    let metricsDirectory = daemon.directory + "/textfile"
+    mkdir(metricsDirectory, 0o755)
+    let file = metricsDirectory + "/mountsup.prom"
+    try daemon.write(
+      [
+        TestMount(name: "alpha"),
+        TestMount(
+          name: "broken", arguments: ["--fail", "no such bucket"],
+          settings: ["required = false", "restart = \"never\""]),
+      ],
+      supervisor: [
+        "metrics_file = \"\(file)\"", "metrics_listen = \"127.0.0.1:\(port)\"",
+      ])
+    try await daemon.start()
+    try await waitFor("alpha ready and broken failed") {
+      let mounts = try daemon.status().mounts ?? []
+      return mounts.map(\.state) == ["ready", "failed"]
+    }
+
+    let printed = try await daemon.ctl("metrics")
+    #expect(printed.status == 0, "\(printed)")
+    let printedPath = daemon.directory + "/printed.prom"
+    try printed.output.write(toFile: printedPath, atomically: false, encoding: .utf8)
+    let fromCtl = try await parsedMetrics(printedPath, in: daemon)
+    let alpha = ["mount": "alpha"]
+    let broken = ["mount": "broken"]
+    #expect(fromCtl.value("mountsup_mount_up", alpha) == 1)
+    #expect(fromCtl.value("mountsup_mount_up", broken) == 0)
+    #expect(fromCtl.value("mountsup_mount_state", ["mount": "broken", "state": "failed"]) == 1)
+    #expect(fromCtl.value("mountsup_mount_state", ["mount": "alpha", "state": "failed"]) == 0)
+    #expect(
+      fromCtl.value("mountsup_mount_failures_total", ["mount": "broken", "kind": "exit"]) == 1)
+    #expect(
+      fromCtl.value("mountsup_mount_failures_total", ["mount": "alpha", "kind": "signal"]) == 0)
+    #expect(fromCtl.value("mountsup_mount_restarts_total", alpha) == 0)
+    #expect(fromCtl.value("mountsup_ready") == 1)
+    #expect(fromCtl.value("mountsup_reloads_total", ["result": "applied"]) == 0)
+    #expect(
+      fromCtl.value(
+        "mountsup_build_info",
+        ["version": MountSupervisorRelease.version, "control_protocol": "1"]) == 1)
+    #expect(fromCtl.first { $0.family == "mountsup_mount_restarts" }?.type == "counter")
+    let toReady = try #require(fromCtl.value("mountsup_mount_time_to_ready_seconds", alpha))
+    #expect(toReady > 0 && toReady < 20)
+    #expect(fromCtl.value("mountsup_mount_time_to_ready_seconds", broken) == nil)
+    let since = try #require(fromCtl.value("mountsup_mount_ready_since_timestamp_seconds", alpha))
+    #expect(abs(since - Date().timeIntervalSince1970) < 120)
+    #expect(
+      fromCtl.value(
+        "mountsup_mount_info",
+        ["mount": "alpha", "mountpoint": daemon.mountpoint("alpha"), "required": "true"]) == 1)
+
+    // The listener and the file serve the same metrics.
+    let fromHTTP = try await parsedMetrics("http://127.0.0.1:\(port)/metrics", in: daemon)
+    #expect(Set(fromHTTP.map(\.name)) == Set(fromCtl.map(\.name)))
+    #expect(fromHTTP.value("mountsup_mount_up", alpha) == 1)
+    #expect(try httpStatusLine(port: port, request: "GET /other HTTP/1.1\r\n\r\n").contains("404"))
+    #expect(
+      try httpStatusLine(port: port, request: "POST /metrics HTTP/1.1\r\n\r\n").contains("405"))
+    // The file follows within a second (it is rewritten at most once a second).
+    try await waitFor("the metrics file to show broken failed") {
+      let text = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
+      return text.contains(#"mountsup_mount_state{mount="broken",state="failed"} 1"#)
+    }
+    let fromFile = try await parsedMetrics(file, in: daemon)
+    #expect(fromFile.value("mountsup_mount_up", alpha) == 1)
+    #expect(
+      fromFile.value("mountsup_mount_failures_total", ["mount": "broken", "kind": "exit"]) == 1)
+    // Reading the metrics changes nothing, so the file is not rewritten (same inode).
+    var before = stat()
+    stat(file, &before)
+    _ = try await parsedMetrics("http://127.0.0.1:\(port)/metrics", in: daemon)
+    #expect(try await daemon.ctl("metrics").status == 0)
+    var after = stat()
+    stat(file, &after)
+    #expect(before.st_ino == after.st_ino, "the metrics file was rewritten though nothing changed")
+
+    // A worker killed: a signal failure and a restart, in the file once it is rewritten.
+    let pid = try #require(try daemon.mount("alpha").pid)
+    kill(pid, SIGKILL)
+    try await waitFor("alpha restarted, ready again, in the metrics file") {
+      guard try daemon.mount("alpha").isReady, try daemon.mount("alpha").restarts == 1 else {
+        return false
+      }
+      let text = (try? String(contentsOfFile: file, encoding: .utf8)) ?? ""
+      return text.contains(#"mountsup_mount_restarts_total{mount="alpha"} 1"#)
+        && text.contains(#"mountsup_mount_up{mount="alpha"} 1"#)
+    }
+    let afterKill = try await parsedMetrics(file, in: daemon)
+    #expect(
+      afterKill.value("mountsup_mount_failures_total", ["mount": "alpha", "kind": "signal"]) == 1)
+    #expect(afterKill.value("mountsup_mount_restarts_total", alpha) == 1)
+  }
+
+  @Test("watch_config: a ConfigMap's swap of ..data is a reload, counted in the metrics")
+  func configMapSwap() async throws {
+    let daemon = try TestDaemon()
+    defer { daemon.finish() }
+    try daemon.write([TestMount(name: "alpha")], supervisor: ["watch_config = true"])
+    // The layout of a ConfigMap volume: mounts.toml -> ..data/mounts.toml, ..data -> ..v1.
+    let directory = daemon.directory
+    let first = try String(contentsOfFile: daemon.configPath, encoding: .utf8)
+    mkdir("\(directory)/..v1", 0o755)
+    try first.write(toFile: "\(directory)/..v1/mounts.toml", atomically: false, encoding: .utf8)
+    symlink("..v1", "\(directory)/..data")
+    unlink(daemon.configPath)
+    symlink("..data/mounts.toml", daemon.configPath)
+    try await daemon.start()
+    #expect(try await daemon.ctl("wait-ready", "alpha", "--timeout", "20s").status == 0)
+
+    // The update as the kubelet makes it: a new directory, a new symlink renamed over ..data.
+    let second = first + "\n" + mountSection("beta", at: daemon.mountpoint("beta"))
+    mkdir("\(directory)/..v2", 0o755)
+    try second.write(toFile: "\(directory)/..v2/mounts.toml", atomically: false, encoding: .utf8)
+    symlink("..v2", "\(directory)/..data_tmp")
+    rename("\(directory)/..data_tmp", "\(directory)/..data")
+    try await waitFor("beta added by the watched reload\n\(daemon.log)") {
+      try daemon.status().mounts?.first { $0.name == "beta" }?.isReady == true
+    }
+    let alphaPid = try daemon.mount("alpha").pid
+    let metrics = try await daemon.ctl("metrics")
+    let path = directory + "/after-reload.prom"
+    try metrics.output.write(toFile: path, atomically: false, encoding: .utf8)
+    let samples = try await parsedMetrics(path, in: daemon)
+    #expect(samples.value("mountsup_reloads_total", ["result": "applied"]) == 1)
+    #expect(samples.value("mountsup_mount_up", ["mount": "beta"]) == 1)
+    #expect(try daemon.mount("alpha").pid == alphaPid, "an unchanged mount is left alone")
+  }
+}
