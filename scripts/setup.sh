@@ -9,6 +9,8 @@ packages=(
                                                  # on an installed copy (make install, man pages)
   bindfs squashfuse squashfs-tools rclone sshfs openssh-server openssh-client  # third-party workers
   fio git attr                                   # tests and benchmarks
+  podman runc catatonit debootstrap              # the container image and its podman kube play
+                                                 # test (scripts/build-image.sh, kube-e2e.py)
 )
 missing=()
 for package in "${packages[@]}"; do
