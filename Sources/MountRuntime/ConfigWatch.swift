@@ -13,8 +13,8 @@ import MountConfig
 final class ConfigWatch {
   let fd: Descriptor
   private let logger: Logger
-  /// Watched directory by watch descriptor, and the names in it that are configuration files.
-  private var directories: [Int32: (path: String, names: Set<String>)] = [:]
+  /// The names of configuration files in each watched directory, by watch descriptor.
+  private var directories: [Int32: Set<String>] = [:]
   private var buffer = [UInt8](repeating: 0, count: 64 * 1024)
 
   static let mask = UInt32(IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM)
@@ -45,7 +45,7 @@ final class ConfigWatch {
         )
         continue
       }
-      directories[descriptor] = (directory, names)
+      directories[descriptor] = names
     }
   }
 
@@ -57,18 +57,18 @@ final class ConfigWatch {
       guard let count = count ?? nil, count > 0 else { return relevant }
       var offset = 0
       while offset + MemoryLayout<inotify_event>.size <= count {
-        let (descriptor, length) = buffer.withUnsafeBytes { raw in
+        let (descriptor, mask, length) = buffer.withUnsafeBytes { raw in
           let event = raw.loadUnaligned(fromByteOffset: offset, as: inotify_event.self)
-          return (event.wd, Int(event.len))
+          return (event.wd, event.mask, Int(event.len))
         }
         let nameStart = offset + MemoryLayout<inotify_event>.size
         let nameBytes = buffer[nameStart..<nameStart + length].prefix { $0 != 0 }
         let name = String(decoding: nameBytes, as: UTF8.self)
         offset = nameStart + length
-        guard let directory = directories[descriptor] else { continue }
-        if name == "..data" || name.hasSuffix(".toml") || directory.names.contains(name) {
-          relevant = true
-        }
+        // Events were lost: one of them may have been a change.
+        if mask & UInt32(IN_Q_OVERFLOW) != 0 { relevant = true }
+        guard let names = directories[descriptor] else { continue }
+        if name == "..data" || name.hasSuffix(".toml") || names.contains(name) { relevant = true }
       }
     }
   }

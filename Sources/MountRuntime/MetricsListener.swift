@@ -33,7 +33,6 @@ final class MetricsListener {
   }
 
   let fd: Descriptor
-  let address: ListenAddress
   private let loop: EventLoop
   private let logger: Logger
   private let exposition: () -> [UInt8]
@@ -45,7 +44,6 @@ final class MetricsListener {
     address: ListenAddress, loop: EventLoop, logger: Logger,
     exposition: @escaping () -> [UInt8]
   ) throws(RuntimeError) {
-    self.address = address
     self.loop = loop
     self.logger = logger
     self.exposition = exposition
