@@ -4,7 +4,9 @@
 # 1. the base, localhost/mountsup-base:bookworm, once: a minimal Debian 12 made by debootstrap
 #    (with fuse3) and imported into podman; no image registry is needed;
 # 2. mountsupd, mountctl and mountsup-mirror built in release mode with the Swift standard
-#    library linked statically (they need only glibc, libfuse3 and libsystemd of the base);
+#    library linked statically (they need only glibc, libfuse3 and libsystemd of the base), in a
+#    build folder of their own (.build-image), so that it never waits for, nor holds up, a
+#    `swift build` or `swift test` in .build (the image test runs inside `swift test`);
 # 3. podman build of the Containerfile with those binaries.
 # The Debian mirror is the first one in this machine's apt sources unless MOUNTSUP_DEBIAN_MIRROR
 # names one. podman runs with deploy/container/containers.conf (see that file for why).
@@ -24,7 +26,7 @@ export CONTAINERS_CONF="$root/deploy/container/containers.conf"
 version=$(sed -n 's/.*static let version = "\(.*\)".*/\1/p' Sources/MountControl/Version.swift)
 base=localhost/mountsup-base:bookworm
 image=localhost/mountsup
-work="$root/.build/container"
+work="$root/.build-image/container"
 mkdir -p "$work"
 
 if ! podman image exists "$base"; then
@@ -52,14 +54,15 @@ fi
 
 echo "build-image.sh: building the binaries (release, static Swift standard library)"
 products=(mountsupd mountctl mountsup-mirror)
+build=(swift build -c release --static-swift-stdlib --scratch-path "$root/.build-image")
 for product in "${products[@]}"; do
-  swift build -c release --static-swift-stdlib --product "$product" >"$work/swift-build-$product.log" 2>&1 || {
+  "${build[@]}" --product "$product" >"$work/swift-build-$product.log" 2>&1 || {
     echo "build-image.sh: swift build of $product failed; see $work/swift-build-$product.log" >&2
     tail -20 "$work/swift-build-$product.log" >&2
     exit 1
   }
 done
-bin=$(swift build -c release --static-swift-stdlib --show-bin-path)
+bin=$("${build[@]}" --show-bin-path)
 
 context="$work/context"
 rm -rf "$context"
