@@ -9,23 +9,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-/* Never runs: the signals it is installed for stay blocked and are read from the signalfd. */
-static void mountsup_signal_noted(int signal) { (void)signal; }
-
 int mountsup_signalfd(const int *signals, size_t count) {
   sigset_t set;
   sigemptyset(&set);
-  /* As PID 1 of a container (a pod's mountsupd), the kernel discards a signal whose disposition
-     is SIG_DFL before a signalfd can see it: SIGTERM from the runtime would be lost and the
-     mounts left behind. A handler makes the kernel deliver it; exec resets it for workers. */
-  struct sigaction action;
-  memset(&action, 0, sizeof action);
-  action.sa_handler = mountsup_signal_noted;
-  sigemptyset(&action.sa_mask);
-  for (size_t i = 0; i < count; i++) {
-    sigaddset(&set, signals[i]);
-    if (sigaction(signals[i], &action, NULL) != 0) return -1;
-  }
+  for (size_t i = 0; i < count; i++) sigaddset(&set, signals[i]);
   if (pthread_sigmask(SIG_BLOCK, &set, NULL) != 0) return -1;
   return signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
 }

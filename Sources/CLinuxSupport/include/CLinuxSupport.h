@@ -61,9 +61,7 @@ int mountsup_reap(int pidfd, int *exit_code, int *exit_signal);
 int mountsup_pidfd_signal(int pidfd, int signal);
 
 /// Blocks the given signals in the calling thread (inherited by threads it creates) and returns
-/// a signalfd that reads them, or -1 with errno. A handler that never runs is installed for them,
-/// so that they reach a daemon that is PID 1 of a container (the kernel drops default-disposition
-/// signals sent to a namespace's init).
+/// a signalfd that reads them, or -1 with errno.
 int mountsup_signalfd(const int *signals, size_t count);
 
 /// Reads one pending signal number from a signalfd, or -1.
