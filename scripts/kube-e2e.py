@@ -327,7 +327,8 @@ class Run:
 
     def cleanup(self):
         """Stops the pods (the daemon's last, as a node drains), removes everything; False if
-        mounts were left behind."""
+        mounts were left behind. `podman kube down` alone would remove the pods without their
+        grace period, killing mountsupd before it unmounts."""
         if self.pod_file in self.played:
             run("podman", "pod", "stop", "--time", "60", self.consumer, check=False, timeout=180)
             run("podman", "pod", "stop", "--time", "60", self.pod, check=False, timeout=180)
