@@ -102,6 +102,38 @@ func httpStatusLine(port: UInt16, request: String) throws -> String {
     ?? ""
 }
 
+/// A TCP connection to the metrics listener that never sends a request.
+final class IdleConnection {
+  let fd: Int32
+
+  init(port: UInt16) throws {
+    fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = port.bigEndian
+    address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+    let connected = withUnsafePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+        connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0
+      }
+    }
+    guard connected else {
+      Glibc.close(fd)
+      throw TestFailure("cannot connect to 127.0.0.1:\(port)")
+    }
+  }
+
+  /// The listener closed it: reading gives end of file (or a reset) at once.
+  var wasClosedByPeer: Bool {
+    var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+    guard poll(&poller, 1, 0) > 0 else { return false }
+    var byte: UInt8 = 0
+    return recv(fd, &byte, 1, Int32(MSG_DONTWAIT)) <= 0
+  }
+
+  func close() { Glibc.close(fd) }
+}
+
 @Suite("metrics: mountctl metrics, metrics_file, metrics_listen; watch_config")
 struct MetricsTests {
   @Test(
@@ -178,6 +210,17 @@ struct MetricsTests {
     #expect(fromFile.value("mountsup_mount_up", alpha) == 1)
     #expect(
       fromFile.value("mountsup_mount_failures_total", ["mount": "broken", "kind": "exit"]) == 1)
+    // Clients that connect and say nothing cost a slot each, never the loop: beyond the limit the
+    // oldest is closed, and scrapes and supervision go on.
+    let idle = try (0..<40).map { _ in try IdleConnection(port: port) }
+    defer { idle.forEach { $0.close() } }
+    let whileIdle = try await parsedMetrics("http://127.0.0.1:\(port)/metrics", in: daemon)
+    #expect(whileIdle.value("mountsup_mount_up", alpha) == 1)
+    #expect(try await daemon.ctl("status", "alpha").status == 0)
+    try await waitFor("the oldest idle clients closed by the listener") {
+      idle.filter(\.wasClosedByPeer).count >= 40 - 16
+    }
+
     // Reading the metrics changes nothing, so the file is not rewritten (same inode).
     var before = stat()
     stat(file, &before)
