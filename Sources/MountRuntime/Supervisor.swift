@@ -162,8 +162,9 @@ public final class Supervisor {
     try loop.add(timer.fd, as: .timer)
     try loop.add(raw: table.fd, as: .mountTable, events: table.epollEvents)
     logger.info("mount changes: \(table.summary)")
-    control = try ControlServer(host: self, loop: loop, logger: logger)
+    // Before the control socket: a metrics address that cannot be bound leaves nothing behind.
     try startMetricsAndConfigWatch()
+    control = try ControlServer(host: self, loop: loop, logger: logger)
     watchdog = try Watchdog.start(on: loop, notifier: notifier)
     if let watchdog {
       logger.info(

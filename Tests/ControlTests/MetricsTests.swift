@@ -247,6 +247,35 @@ struct MetricsTests {
     #expect(afterKill.value("mountsup_mount_restarts_total", alpha) == 1)
   }
 
+  @Test("an address already in use stops the start, naming it; nothing is started")
+  func addressInUse() async throws {
+    let taken = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(taken) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_addr.s_addr = UInt32(0x7f00_0001).bigEndian
+    var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let bound = withUnsafeMutablePointer(to: &address) {
+      $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+        bind(taken, $0, length) == 0 && listen(taken, 1) == 0
+          && getsockname(taken, $0, &length) == 0
+      }
+    }
+    try #require(bound)
+    let port = UInt16(bigEndian: address.sin_port)
+    let daemon = try TestDaemon()
+    defer { daemon.finish() }
+    try daemon.write(
+      [TestMount(name: "alpha")], supervisor: ["metrics_listen = \"127.0.0.1:\(port)\""])
+    let process = try Daemon(config: daemon.configPath, sandbox: daemon.sandbox)
+    defer { process.stop() }
+    #expect(process.exitCode() == 1, "\(process.log)")
+    #expect(process.log.contains("metrics_listen 127.0.0.1:\(port)"), "\(process.log)")
+    #expect(process.log.contains("Address already in use") || process.log.contains("EADDRINUSE"))
+    #expect(fuseMount(at: daemon.mountpoint("alpha")) == nil)
+    #expect(!FileManager.default.fileExists(atPath: daemon.socketPath))
+  }
+
   @Test("watch_config: a ConfigMap's swap of ..data is a reload, counted in the metrics")
   func configMapSwap() async throws {
     let daemon = try TestDaemon()
