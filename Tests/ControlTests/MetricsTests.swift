@@ -213,7 +213,7 @@ struct MetricsTests {
     // Clients that connect and say nothing cost a slot each, never the loop: beyond the limit the
     // oldest is closed, and scrapes and supervision go on.
     let idle = try (0..<40).map { _ in try IdleConnection(port: port) }
-    defer { idle.forEach { $0.close() } }
+    defer { for connection in idle { connection.close() } }
     let whileIdle = try await parsedMetrics("http://127.0.0.1:\(port)/metrics", in: daemon)
     #expect(whileIdle.value("mountsup_mount_up", alpha) == 1)
     #expect(try await daemon.ctl("status", "alpha").status == 0)

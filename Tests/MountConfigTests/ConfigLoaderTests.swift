@@ -347,6 +347,7 @@ struct MetricsSettings {
       "[supervisor]\nmetrics_file = \"metrics.prom\"", code: .invalidPath, mount: nil,
       key: "supervisor.metrics_file")
     expectConfigError(
-      "[supervisor]\nwatch_config = \"yes\"", code: .wrongType, mount: nil, key: "supervisor.watch_config")
+      "[supervisor]\nwatch_config = \"yes\"", code: .wrongType, mount: nil,
+      key: "supervisor.watch_config")
   }
 }
