@@ -1,6 +1,7 @@
 import Glibc
 import Logging
 import MountConfig
+import MountCore
 
 /// `[supervisor] watch_config`: reloads when a configuration file changes, as SIGHUP does.
 ///
@@ -8,14 +9,21 @@ import MountConfig
 /// that saves by renaming, and a Kubernetes ConfigMap volume, which swaps the `..data` symlink
 /// to a new directory in one rename, both replace a file without writing to it. Events are
 /// filtered to the names that can matter (a `.toml` file, a configuration file's own name, or
-/// `..data`); a burst of them in one loop turn is one reload request, and requests that arrive
-/// while a reload runs are served together by the next one (see ReloadCoordinator).
+/// `..data`). The reload waits until no such event came for ``settleTime``: an editor that saves
+/// a drop-in by renaming the old one away and writing a new one must not make a reload that
+/// finds the file missing and stops its mounts. The wait is a deadline of the loop's timer, set
+/// only while events are pending. Requests that arrive while a reload runs are served together
+/// by the next one (see ReloadCoordinator).
 final class ConfigWatch {
+  static let settleTime: Duration = .milliseconds(200)
+
   let fd: Descriptor
   private let logger: Logger
   /// The names of configuration files in each watched directory, by watch descriptor.
   private var directories: [Int32: Set<String>] = [:]
   private var buffer = [UInt8](repeating: 0, count: 64 * 1024)
+  /// When to reload, while relevant events wait for the configuration to settle.
+  private(set) var reloadDeadline: MonotonicInstant?
 
   static let mask = UInt32(IN_CLOSE_WRITE | IN_CREATE | IN_DELETE | IN_MOVED_TO | IN_MOVED_FROM)
 
@@ -49,8 +57,20 @@ final class ConfigWatch {
     }
   }
 
-  /// Reads the pending events; true if one concerns the configuration.
-  func readEvents() -> Bool {
+  /// Reads the pending events; one that concerns the configuration (re)starts the wait for it to
+  /// settle.
+  func readEvents(now: MonotonicInstant) {
+    if readRelevantEvents() { reloadDeadline = now + Self.settleTime }
+  }
+
+  /// True, once, when the configuration has settled after a change: time to reload.
+  func takeDueReload(now: MonotonicInstant) -> Bool {
+    guard let reloadDeadline, reloadDeadline <= now else { return false }
+    self.reloadDeadline = nil
+    return true
+  }
+
+  private func readRelevantEvents() -> Bool {
     var relevant = false
     while true {
       let count = buffer.withUnsafeMutableBytes { try? fd.read(into: $0) }

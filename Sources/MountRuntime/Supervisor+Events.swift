@@ -43,11 +43,7 @@ extension Supervisor {
     case .metricsClient(let id):
       metricsListener?.clientEvent(id)
     case .configWatch:
-      if configWatch?.readEvents() == true {
-        logger.notice("watch_config: a configuration file changed; reloading")
-        reloads.request()
-        inbox.append(.reload)
-      }
+      configWatch?.readEvents(now: .now())
     }
   }
 

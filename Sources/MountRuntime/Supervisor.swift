@@ -297,9 +297,16 @@ public final class Supervisor {
       lastMetricsSummary = summary
       metricsFile.writeIfDue(now: .now(), metricsExposition)
     }
+    if configWatch?.takeDueReload(now: .now()) == true {
+      logger.notice("watch_config: a configuration file changed; reloading")
+      reloads.request()
+      inbox.append(.reload)
+    }
     timer.arm(
-      at: [core.nextDeadline, control?.nextDeadline, metricsFile?.nextDeadline].compactMap { $0 }
-        .min()?.nanoseconds)
+      at: [
+        core.nextDeadline, control?.nextDeadline, metricsFile?.nextDeadline,
+        configWatch?.reloadDeadline,
+      ].compactMap { $0 }.min()?.nanoseconds)
     // While required mounts are legitimately starting, ask the service manager for the time
     // their start timeouts allow, plus a margin for the cleanup after a failure.
     var moreTime: UInt64?

@@ -276,6 +276,41 @@ struct MetricsTests {
     #expect(!FileManager.default.fileExists(atPath: daemon.socketPath))
   }
 
+  @Test(
+    "watch_config: an editor's save (rename away, write anew) is one reload that changes nothing")
+  func editorSave() async throws {
+    let daemon = try TestDaemon()
+    defer { daemon.finish() }
+    try daemon.write(
+      [TestMount(name: "alpha")],
+      supervisor: ["include = [\"mounts.d/*.toml\"]", "watch_config = true"])
+    let dropIns = daemon.directory + "/mounts.d"
+    mkdir(dropIns, 0o755)
+    let dropIn = dropIns + "/beta.toml"
+    let section = mountSection("beta", at: daemon.mountpoint("beta"))
+    try section.write(toFile: dropIn, atomically: false, encoding: .utf8)
+    try await daemon.start()
+    #expect(try await daemon.ctl("wait-ready", "--timeout", "20s").status == 0)
+    let beta = try daemon.mount("beta").pid
+
+    // As vim saves: the old file renamed to a backup, then the new one written.
+    rename(dropIn, dropIn + "~")
+    try section.write(toFile: dropIn, atomically: false, encoding: .utf8)
+    let path = daemon.directory + "/after-save.prom"
+    try await waitFor("the reload after the save\n\(daemon.log)") {
+      let metrics =
+        try ControlClient(socketPath: daemon.socketPath).request(
+          ControlRequest(.metrics), timeout: .seconds(5)
+        ).metrics ?? ""
+      try metrics.write(toFile: path, atomically: false, encoding: .utf8)
+      return metrics.contains(#"mountsup_reloads_total{result="applied"} 1"#)
+    }
+    let samples = try await parsedMetrics(path, in: daemon)
+    #expect(samples.value("mountsup_reloads_total", ["result": "failed"]) == 0)
+    #expect(try daemon.mount("beta").pid == beta, "the saved drop-in's mount was not touched")
+    #expect(daemon.log.contains("added none; removed none; changed none; 2 unchanged"))
+  }
+
   @Test("watch_config: a ConfigMap's swap of ..data is a reload, counted in the metrics")
   func configMapSwap() async throws {
     let daemon = try TestDaemon()
