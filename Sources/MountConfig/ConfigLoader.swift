@@ -165,7 +165,16 @@ public enum ConfigLoader {
     collector.add(mountsOf: root, &diagnostics)
     var files = [file]
     let directory = baseDirectory ?? directoryName(of: file)
+    var includeDirectories: [String] = []
     for pattern in includes {
+      // Where a new drop-in of this pattern would appear, when that is one directory.
+      let patternDirectory = cleanedFilePath(
+        directoryName(of: pattern.hasPrefix("/") ? pattern : directory + "/" + pattern))
+      if !patternDirectory.contains(where: { "*?[\\".contains($0) }),
+        !includeDirectories.contains(patternDirectory)
+      {
+        includeDirectories.append(patternDirectory)
+      }
       let fullPattern =
         pattern.hasPrefix("/") ? pattern : SystemAccess.globEscaped(directory) + "/" + pattern
       let matches: [String]
@@ -217,7 +226,7 @@ public enum ConfigLoader {
       supervisor: supervisor, mounts: mounts,
       files: [file] + dropIns.filter(sources.contains),
       dropInsWithoutMounts: dropIns.filter { !sources.contains($0) },
-      warnings: diagnostics.warnings)
+      includeDirectories: includeDirectories, warnings: diagnostics.warnings)
   }
 
   /// A drop-in holds only `[mounts.*]` tables: settings of the supervisor stay in one place.

@@ -164,18 +164,23 @@ public struct Configuration: Sendable, Equatable {
   /// Drop-ins that were read but define no mount (only comments, such as a disabled example):
   /// not sources of mounts, so not in ``files``.
   public var dropInsWithoutMounts: [String]
+  /// The directories that `include` patterns look in (those without a wildcard in the
+  /// directory part): where a new drop-in may appear, for `watch_config`.
+  public var includeDirectories: [String]
   /// What looked wrong but is not certain to fail (see ``ConfigWarning``): for the log and for
   /// `mountsupd --check-config`.
   public var warnings: [ConfigWarning]
 
   public init(
     supervisor: SupervisorSettings, mounts: [MountSpec], files: [String],
-    dropInsWithoutMounts: [String] = [], warnings: [ConfigWarning] = []
+    dropInsWithoutMounts: [String] = [], includeDirectories: [String] = [],
+    warnings: [ConfigWarning] = []
   ) {
     self.supervisor = supervisor
     self.mounts = mounts
     self.files = files
     self.dropInsWithoutMounts = dropInsWithoutMounts
+    self.includeDirectories = includeDirectories
     self.warnings = warnings
   }
 

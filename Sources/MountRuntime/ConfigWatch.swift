@@ -36,21 +36,32 @@ final class ConfigWatch {
     try loop.add(fd, as: .configWatch)
   }
 
-  /// Watches the directories of `configuration`'s files (again after each reload: a reload may
-  /// add a drop-in from another directory).
+  /// Watches the directories of `configuration`'s files and those its `include` patterns look
+  /// in (again after each reload: a reload may add a drop-in from another directory).
   func watch(_ configuration: Configuration) {
     var wanted: [String: Set<String>] = [:]
     for file in configuration.files + configuration.dropInsWithoutMounts {
       let (directory, name) = Self.split(file)
       wanted[directory, default: []].insert(name)
     }
+    for directory in configuration.includeDirectories where wanted[directory] == nil {
+      wanted[directory] = []
+    }
     for (directory, names) in wanted {
       let descriptor = inotify_add_watch(fd.raw, directory, Self.mask)
       guard descriptor >= 0 else {
-        let problem = errorText(errno)
-        logger.error(
-          "watch_config: cannot watch \(directory): \(problem); changes there need `mountctl reload`"
-        )
+        let code = errno
+        if code == ENOENT, names.isEmpty {
+          // An include directory that does not exist (yet): nothing there to watch.
+          logger.info(
+            "watch_config: \(directory) does not exist; a drop-in put there later needs `mountctl reload`"
+          )
+        } else {
+          let problem = errorText(code)
+          logger.error(
+            "watch_config: cannot watch \(directory): \(problem); changes there need `mountctl reload`"
+          )
+        }
         continue
       }
       directories[descriptor] = names

@@ -309,6 +309,27 @@ struct MetricsTests {
     #expect(samples.value("mountsup_reloads_total", ["result": "failed"]) == 0)
     #expect(try daemon.mount("beta").pid == beta, "the saved drop-in's mount was not touched")
     #expect(daemon.log.contains("added none; removed none; changed none; 2 unchanged"))
+
+    // A drop-in in an include directory that held none at start is seen too.
+    let others = daemon.directory + "/more.d"
+    mkdir(others, 0o755)
+    try daemon.write(
+      [TestMount(name: "alpha")],
+      supervisor: [
+        "include = [\"mounts.d/*.toml\", \"more.d/*.toml\"]", "watch_config = true",
+      ])
+    try await waitFor("the watched reload of the new main file\n\(daemon.log)") {
+      let metrics =
+        try ControlClient(socketPath: daemon.socketPath).request(
+          ControlRequest(.metrics), timeout: .seconds(5)
+        ).metrics ?? ""
+      return metrics.contains(#"mountsup_reloads_total{result="applied"} 2"#)
+    }
+    try mountSection("gamma", at: daemon.mountpoint("gamma"))
+      .write(toFile: others + "/gamma.toml", atomically: false, encoding: .utf8)
+    try await waitFor("gamma added by the watched reload\n\(daemon.log)") {
+      try daemon.status().mounts?.first { $0.name == "gamma" }?.isReady == true
+    }
   }
 
   @Test("watch_config: a ConfigMap's swap of ..data is a reload, counted in the metrics")
