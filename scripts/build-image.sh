@@ -75,4 +75,6 @@ cp deploy/container/mounts.toml "$context/"
 cp -r deploy/container/demo "$context/demo"
 podman build --quiet --file Containerfile --build-arg "BASE=$base" \
   --tag "$image:$version" --tag "$image:latest" "$context" >/dev/null
+# The image this build replaced, now without a tag; only this project's (by its label).
+podman image prune --force --filter label=org.opencontainers.image.title=mountsup >/dev/null
 echo "build-image.sh: built $image:$version ($(podman image inspect --format '{{.Size}}' "$image:$version") bytes)"

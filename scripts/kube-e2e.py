@@ -28,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 import yaml
 
@@ -219,10 +220,13 @@ class Run:
         return run("podman", "exec", container, *command, check=check, timeout=60)
 
     def status(self, name):
+        """The mount's status object; CheckFailed while mountsupd does not answer or does not
+        know the mount (yet)."""
         status, out, err = self.exec(self.daemon_container, "mountctl", "status", name, "--json")
-        if status == 4:
-            raise CheckFailed(f"mountsupd does not answer: {err.strip()}")
-        return json.loads(out)["mounts"][0]
+        try:
+            return json.loads(out)["mounts"][0]
+        except (ValueError, KeyError, IndexError):
+            raise CheckFailed(f"mountctl status {name} exited with {status}: {err.strip()}")
 
     def started_at(self, container):
         return run("podman", "inspect", "--format", "{{.State.StartedAt}} {{.RestartCount}}", container)[1].strip()
@@ -363,16 +367,21 @@ def main():
         return 1
     log(f"image built ({time.monotonic() - started:.1f} s)")
     e2e = Run()
+    failure = None
     try:
         e2e.setup()
         e2e.check()
     except (CheckFailed, subprocess.TimeoutExpired) as error:
-        print(f"kube-e2e: FAILED: {error}")
-        e2e.cleanup()
+        failure = str(error)
+    except Exception:
+        failure = traceback.format_exc()
+    finally:
+        clean = e2e.cleanup()
+    if failure is None and not clean:
+        failure = "mounts were left behind"
+    if failure is not None:
+        print(f"kube-e2e: FAILED: {failure}")
         print(f"the log of mountsupd:\n{e2e.daemon_log[-6000:]}")
-        return 1
-    if not e2e.cleanup():
-        print(f"kube-e2e: FAILED: mounts were left behind; the log of mountsupd:\n{e2e.daemon_log[-6000:]}")
         return 1
     log(f"all checks passed ({time.monotonic() - started:.1f} s)")
     return 0
