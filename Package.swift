@@ -16,6 +16,8 @@ let package = Package(
     .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+    // The Prometheus text format of the daemon's metrics (docs/metrics.md).
+    .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
   ],
   targets: [
     // MARK: C libraries and the spawn shim
@@ -42,6 +44,7 @@ let package = Package(
       dependencies: [
         "MountConfig", "MountCore", "MountControl", "CLinuxSupport", "CSystemd",
         .product(name: "Logging", package: "swift-log"),
+        .product(name: "Prometheus", package: "swift-prometheus"),
       ]),
     .executableTarget(
       name: "mountsupd",
@@ -97,6 +100,10 @@ let package = Package(
     .testTarget(
       name: "SystemdE2ETests",
       dependencies: ["mountsupd", "mountctl", "mountsup-mirror", "mountsup-testworker"]),
+    // deploy/kubernetes: the manifests against the Kubernetes schemas, and played for real with
+    // podman (scripts/kube-e2e.py).
+    .testTarget(
+      name: "KubernetesTests", dependencies: ["mountsupd", "mountctl", "mountsup-mirror"]),
     .testTarget(
       name: "ThirdPartyTests",
       dependencies: ["CLinuxSupport", "MountSupTestSupport", "mountsupd", "mountsup-testworker"]),

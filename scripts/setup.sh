@@ -9,6 +9,8 @@ packages=(
                                                  # on an installed copy (make install, man pages)
   bindfs squashfuse squashfs-tools rclone sshfs openssh-server openssh-client  # third-party workers
   fio git attr                                   # tests and benchmarks
+  podman runc catatonit debootstrap              # the container image and its podman kube play
+                                                 # test (scripts/build-image.sh, kube-e2e.py)
 )
 missing=()
 for package in "${packages[@]}"; do
@@ -18,6 +20,16 @@ if ((${#missing[@]})); then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The tests check the metrics with the real Prometheus parser, and the Kubernetes manifests
+# against the Kubernetes schemas (both from PyPI).
+python_packages=(prometheus_client kubernetes-validate)
+if ! python3 -c 'import prometheus_client, kubernetes_validate' 2>/dev/null; then
+  python3 -m pip --version >/dev/null 2>&1 || apt-get install -y -qq --no-install-recommends python3-pip
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore "${python_packages[@]}" \
+    || python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore \
+      --break-system-packages "${python_packages[@]}"
 fi
 
 demo=/srv/mountsup-demo

@@ -28,7 +28,10 @@ public struct LoadOptions: Sendable {
 /// file does not stop the others from being checked.
 public enum ConfigLoader {
   /// Keys of the `[supervisor]` table.
-  static let supervisorKeys = ["control_socket", "include", "admin_group", "status_group"]
+  static let supervisorKeys = [
+    "control_socket", "include", "admin_group", "status_group", "metrics_file", "metrics_listen",
+    "watch_config",
+  ]
 
   /// The largest configuration file (main file or drop-in) that is read: 1 MiB, far more than
   /// any list of mounts needs, and small enough to read at once on the event loop.
@@ -125,6 +128,29 @@ public enum ConfigLoader {
       supervisor.statusGroup =
         diagnostics.check { () throws(ConfigError) in try existingGroup(section, "status_group") }
         ?? nil
+      diagnostics.check { () throws(ConfigError) in
+        guard let file = try section.string("metrics_file") else { return }
+        switch normalizedPath(file, absolute: true) {
+        case .success("/"):
+          throw section.error(.invalidPath, key: "metrics_file", "\"/\" cannot be a file")
+        case .success(let path): supervisor.metricsFile = path
+        case .failure(let problem):
+          throw section.error(.invalidPath, key: "metrics_file", problem.message)
+        }
+      }
+      diagnostics.check { () throws(ConfigError) in
+        guard let text = try section.string("metrics_listen") else { return }
+        guard let address = ListenAddress(text) else {
+          throw section.error(
+            .invalidValue, key: "metrics_listen",
+            "\"\(text)\" is not an address and port such as \"127.0.0.1:9464\" or \"[::1]:9464\" "
+              + "(an IP address, not a host name; port 1 to 65535)")
+        }
+        supervisor.metricsListen = address
+      }
+      supervisor.watchConfig =
+        (diagnostics.check { () throws(ConfigError) in try section.bool("watch_config") } ?? nil)
+        ?? false
       includes =
         diagnostics.check { () throws(ConfigError) in try section.stringArray("include") ?? [] }
         ?? []
@@ -139,7 +165,16 @@ public enum ConfigLoader {
     collector.add(mountsOf: root, &diagnostics)
     var files = [file]
     let directory = baseDirectory ?? directoryName(of: file)
+    var includeDirectories: [String] = []
     for pattern in includes {
+      // Where a new drop-in of this pattern would appear, when that is one directory.
+      let patternDirectory = cleanedFilePath(
+        directoryName(of: pattern.hasPrefix("/") ? pattern : directory + "/" + pattern))
+      if !patternDirectory.contains(where: { "*?[\\".contains($0) }),
+        !includeDirectories.contains(patternDirectory)
+      {
+        includeDirectories.append(patternDirectory)
+      }
       let fullPattern =
         pattern.hasPrefix("/") ? pattern : SystemAccess.globEscaped(directory) + "/" + pattern
       let matches: [String]
@@ -191,7 +226,7 @@ public enum ConfigLoader {
       supervisor: supervisor, mounts: mounts,
       files: [file] + dropIns.filter(sources.contains),
       dropInsWithoutMounts: dropIns.filter { !sources.contains($0) },
-      warnings: diagnostics.warnings)
+      includeDirectories: includeDirectories, warnings: diagnostics.warnings)
   }
 
   /// A drop-in holds only `[mounts.*]` tables: settings of the supervisor stay in one place.

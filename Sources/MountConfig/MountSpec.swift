@@ -1,3 +1,5 @@
+import Glibc
+
 /// How the supervisor learns that a worker's FUSE filesystem is initialised.
 ///
 /// Every mode also requires a new FUSE mount at the mountpoint in `/proc/self/mountinfo`;
@@ -104,17 +106,58 @@ public struct SupervisorSettings: Sendable, Equatable, Codable {
   public var controlSocket: String
   /// Members may do everything through the control socket.
   public var adminGroup: String?
-  /// Members may read status, logs and wait for readiness.
+  /// Members may read status, logs and metrics and wait for readiness.
   public var statusGroup: String?
+  /// Where the metrics are kept for node_exporter's textfile collector: rewritten (atomically,
+  /// by rename) only when something they show changed, so an idle supervisor stays idle.
+  public var metricsFile: String?
+  /// Where the metrics are served over HTTP (`GET /metrics`), from the supervisor's own loop.
+  public var metricsListen: ListenAddress?
+  /// Watch the configuration files (inotify) and reload when one changes, as SIGHUP would.
+  public var watchConfig: Bool
 
   public init(
     controlSocket: String = SupervisorSettings.defaultControlSocket,
-    adminGroup: String? = nil, statusGroup: String? = nil
+    adminGroup: String? = nil, statusGroup: String? = nil, metricsFile: String? = nil,
+    metricsListen: ListenAddress? = nil, watchConfig: Bool = false
   ) {
     self.controlSocket = controlSocket
     self.adminGroup = adminGroup
     self.statusGroup = statusGroup
+    self.metricsFile = metricsFile
+    self.metricsListen = metricsListen
+    self.watchConfig = watchConfig
   }
+}
+
+/// An IP address and a TCP port, as `[supervisor] metrics_listen` gives them: `127.0.0.1:9464`
+/// or `[::1]:9464`. Only numeric addresses: the daemon never waits for a name lookup.
+public struct ListenAddress: Sendable, Equatable, Codable, CustomStringConvertible {
+  /// The address without brackets, e.g. `127.0.0.1` or `::1`.
+  public var host: String
+  public var port: UInt16
+  public var isIPv6: Bool { host.contains(":") }
+
+  /// Parses `ADDRESS:PORT`, with an IPv6 address in brackets; nil if it is not one.
+  public init?(_ text: String) {
+    guard let colon = text.lastIndex(of: ":"), let port = UInt16(text[text.index(after: colon)...]),
+      port > 0
+    else { return nil }
+    var host = String(text[..<colon])
+    if host.hasPrefix("[") && host.hasSuffix("]") {
+      host = String(host.dropFirst().dropLast())
+      guard host.contains(":") else { return nil }
+    } else if host.contains(":") {
+      return nil
+    }
+    var buffer = [UInt8](repeating: 0, count: 16)
+    let family = host.contains(":") ? AF_INET6 : AF_INET
+    guard inet_pton(family, host, &buffer) == 1 else { return nil }
+    self.host = host
+    self.port = port
+  }
+
+  public var description: String { isIPv6 ? "[\(host)]:\(port)" : "\(host):\(port)" }
 }
 
 /// A whole, validated configuration: the main file and every included drop-in.
@@ -130,18 +173,23 @@ public struct Configuration: Sendable, Equatable {
   /// Drop-ins that were read but define no mount (only comments, such as a disabled example):
   /// not sources of mounts, so not in ``files``.
   public var dropInsWithoutMounts: [String]
+  /// The directories that `include` patterns look in (those without a wildcard in the
+  /// directory part): where a new drop-in may appear, for `watch_config`.
+  public var includeDirectories: [String]
   /// What looked wrong but is not certain to fail (see ``ConfigWarning``): for the log and for
   /// `mountsupd --check-config`.
   public var warnings: [ConfigWarning]
 
   public init(
     supervisor: SupervisorSettings, mounts: [MountSpec], files: [String],
-    dropInsWithoutMounts: [String] = [], warnings: [ConfigWarning] = []
+    dropInsWithoutMounts: [String] = [], includeDirectories: [String] = [],
+    warnings: [ConfigWarning] = []
   ) {
     self.supervisor = supervisor
     self.mounts = mounts
     self.files = files
     self.dropInsWithoutMounts = dropInsWithoutMounts
+    self.includeDirectories = includeDirectories
     self.warnings = warnings
   }
 

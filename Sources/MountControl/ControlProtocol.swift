@@ -84,13 +84,15 @@ public enum ControlCommand: String, Codable, Sendable, CaseIterable {
   case waitReady = "wait-ready"
   case abort
   case upgrade
+  /// The metrics in the Prometheus text format (docs/metrics.md).
+  case metrics
 
   /// Commands that change what runs: only root and `admin_group` may send them; `status_group`
   /// may send the others.
   public var changesState: Bool {
     switch self {
     case .start, .stop, .restart, .reload, .abort, .upgrade: true
-    case .status, .logs, .waitReady: false
+    case .status, .logs, .waitReady, .metrics: false
     }
   }
 
@@ -233,6 +235,8 @@ public struct ControlResponse: Codable, Sendable, Equatable {
   public var reload: ReloadResult?
   /// `logs`: captured output lines of the worker, oldest first.
   public var lines: [String]?
+  /// `metrics`: the Prometheus text exposition, exactly as the metrics file and listener serve it.
+  public var metrics: String?
   /// True while further responses to the same request follow: `logs` sends its lines in
   /// pieces, and `logs` with `follow` keeps sending.
   public var more: Bool?
@@ -242,7 +246,7 @@ public struct ControlResponse: Codable, Sendable, Equatable {
   public init(
     ok: Bool = true, error: ControlError? = nil, service: ServiceStatus? = nil,
     mounts: [MountStatus]? = nil, reload: ReloadResult? = nil, lines: [String]? = nil,
-    more: Bool? = nil, upgrade: UpgradeResult? = nil
+    metrics: String? = nil, more: Bool? = nil, upgrade: UpgradeResult? = nil
   ) {
     version = ControlProtocol.version
     self.ok = ok
@@ -251,6 +255,7 @@ public struct ControlResponse: Codable, Sendable, Equatable {
     self.mounts = mounts
     self.reload = reload
     self.lines = lines
+    self.metrics = metrics
     self.more = more
     self.upgrade = upgrade
   }

@@ -13,7 +13,8 @@ extension MountMachine {
       readyRunEnded(since: since, now: now)
       let failure = Failure(
         summary: "its FUSE mount at \(spec.mountpoint) disappeared while the worker ran "
-          + "(unmounted from outside? use `mountctl stop \(spec.name)` to stop a mount)")
+          + "(unmounted from outside? use `mountctl stop \(spec.name)` to stop a mount)",
+        kind: .vanished)
       phase = .stopping(
         Stopping(
           pid: pid, stage: .terminating, deadline: now + spec.stopTimeout, then: .retry(failure)))
@@ -32,7 +33,7 @@ extension MountMachine {
     case .starting:
       let failure = Failure(
         summary: "\(status) before its mount was ready", workerError: words, errno: workerErrno,
-        outputTail: outputTail)
+        outputTail: outputTail, kind: Failure.Kind(status))
       return [.cancelProbe, .detachMount] + afterFailure(failure, now: now)
     case .ready(_, let since):
       let served = now - since
@@ -40,7 +41,7 @@ extension MountMachine {
       // Output printed while it served is no explanation of a crash; only its ERROR= is.
       let failure = Failure(
         summary: "\(status) after \(served.milliseconds) ms ready", workerError: workerError,
-        errno: workerErrno, outputTail: outputTail)
+        errno: workerErrno, outputTail: outputTail, kind: Failure.Kind(status))
       if status.isSuccess, spec.restart != .always {
         phase = .exited(status)
         return [
@@ -73,8 +74,8 @@ extension MountMachine {
       return afterFailure(
         Failure(
           summary:
-            "the mountpoint \(spec.mountpoint) could not be prepared within \(formatDuration(spec.startTimeout))"
-        ),
+            "the mountpoint \(spec.mountpoint) could not be prepared within \(formatDuration(spec.startTimeout))",
+          kind: .timeout),
         now: now)
     case .starting(_, _, let starting):
       var missing: [String] = []
@@ -89,7 +90,7 @@ extension MountMachine {
       let failure = Failure(
         summary:
           "no confirmed FUSE init within \(formatDuration(spec.startTimeout)) (\(missing.joined(separator: "; ")))",
-        workerError: workerError, errno: workerErrno)
+        workerError: workerError, errno: workerErrno, kind: .timeout)
       guard let pid = starting.pid else { return afterFailure(failure, now: now) }
       phase = .stopping(Stopping(pid: pid, stage: .killing, deadline: nil, then: .retry(failure)))
       return [.log(.error, failure.summary), .cancelProbe, .signal(9), .detachMount]
@@ -139,7 +140,10 @@ extension MountMachine {
     _ failure: Failure, now: MonotonicInstant, countsAsFailure: Bool = true
   ) -> [Effect] {
     lastFailure = failure
-    if countsAsFailure { consecutiveFailures += 1 }
+    if countsAsFailure {
+      consecutiveFailures += 1
+      failureCounts[failure.kind, default: 0] += 1
+    }
     if spec.restart == .never {
       phase = .failed(failure)
       return [.log(.error, "failed: \(failure); restart = never")]
@@ -160,7 +164,8 @@ extension MountMachine {
         summary:
           "start limit reached (\(counted(startHistory.count, "start")) within \(formatDuration(spec.startLimitInterval))), "
           + "giving up; last failure: \(failure.summary)",
-        workerError: failure.workerError, errno: failure.errno, outputTail: failure.outputTail)
+        workerError: failure.workerError, errno: failure.errno, outputTail: failure.outputTail,
+        kind: failure.kind)
       lastFailure = given
       phase = .failed(given)
       return [.log(.error, "failed: \(given)")]

@@ -49,14 +49,16 @@ extension MountMachine {
     let failure = Failure(
       summary:
         "hung: \(check.step) unanswered for \(formatDuration(spec.hangTimeout)), "
-        + "\(counted(check.waiting, "request")) waiting; connection aborted, worker killed")
+        + "\(counted(check.waiting, "request")) waiting; connection aborted, worker killed",
+      kind: .hang)
     return endHungWorker(pid: pid, readySince: since, failure: failure, now: now)
   }
 
   /// `mountctl abort`: the same recovery, on an operator's word, for a worker that runs.
   mutating func abortedByOperator(now: MonotonicInstant) -> [Effect] {
     let failure = Failure(
-      summary: "aborted by an operator (mountctl abort): connection aborted, worker killed")
+      summary: "aborted by an operator (mountctl abort): connection aborted, worker killed",
+      kind: .hang)
     switch phase {
     case .ready(let pid, let since):
       return endHungWorker(pid: pid, readySince: since, failure: failure, now: now)

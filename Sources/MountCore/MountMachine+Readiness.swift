@@ -52,6 +52,7 @@ extension MountMachine {
     }
     phase = .ready(pid: pid, since: now)
     let took = now - attemptStartedAt
+    lastTimeToReady = took
     return [
       .log(
         .notice, "ready: FUSE mount confirmed at \(spec.mountpoint) after \(took.milliseconds) ms")

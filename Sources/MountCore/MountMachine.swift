@@ -84,6 +84,11 @@ public struct MountMachine: Sendable, Codable {
   /// supervisor's own start.
   public internal(set) var attemptInRun = 0
   public internal(set) var lastFailure: Failure?
+  /// Failures by kind since the mount was configured: each one that the restart policy saw
+  /// (a clean exit that `restart = always` restarts is not one).
+  public internal(set) var failureCounts: [Failure.Kind: Int] = [:]
+  /// How long the last start that became ready took, from its beginning to the confirmation.
+  public internal(set) var lastTimeToReady: Duration?
   /// The worker's latest `STATUS=` text.
   public internal(set) var workerStatus: String?
   var workerError: String?

@@ -77,7 +77,8 @@ extension SupervisorCore {
       readySince: machine.readySince, restarts: machine.restarts,
       mountpoint: machine.spec.mountpoint, required: machine.spec.required,
       stoppedByOperator: held.contains(name), lastFailure: machine.lastFailure,
-      workerStatus: machine.workerStatus, hangs: machine.hangs)
+      workerStatus: machine.workerStatus, hangs: machine.hangs,
+      failureCounts: machine.failureCounts, lastTimeToReady: machine.lastTimeToReady)
   }
 
   /// Whether the mount's attempt still waits for its worker to be spawned (a stop may have
@@ -175,4 +176,8 @@ public struct MountReport: Equatable, Sendable {
   public var workerStatus: String?
   /// Times the mount was found hung and its connection aborted.
   public var hangs: Int
+  /// Failures by kind, for the metrics; a kind that never happened is absent.
+  public var failureCounts: [Failure.Kind: Int]
+  /// How long the last start that became ready took.
+  public var lastTimeToReady: Duration?
 }

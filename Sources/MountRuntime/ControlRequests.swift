@@ -89,6 +89,10 @@ extension ControlServer {
         respond(client, response(to: outcome))
       }
 
+    case .metrics:
+      let text = String(decoding: host.metricsExposition(), as: UTF8.self)
+      respond(client, ControlResponse(metrics: text))
+
     case .logs:
       guard request.names.count == 1 else {
         respond(client, .failure(.badRequest, "logs needs exactly one mount name"))
@@ -236,7 +240,7 @@ extension ControlServer {
         ?? "root (no admin_group is configured)"
       return
         "permission denied: \(command.rawValue) changes what runs and needs \(needs); \(who) is only in "
-        + "status_group \"\(statusGroup)\", which may read status and logs and wait for readiness"
+        + "status_group \"\(statusGroup)\", which may read status, logs and metrics and wait for readiness"
     }
     var groups: [String] = []
     if let adminGroup { groups.append("admin_group \"\(adminGroup)\" (may do everything)") }

@@ -25,6 +25,8 @@ protocol ControlHost: AnyObject {
   func requestUpgrade(binary: String?, requester: ControlServer.Client?)
   /// The daemon's start (seconds since the epoch), its upgrades and the time of the last one.
   var lifetime: (startedAt: Double, upgrades: Int, lastUpgradeAt: Double?) { get }
+  /// The metrics in the Prometheus text format, as of now.
+  func metricsExposition() -> [UInt8]
 }
 
 enum OperatorAction {

@@ -27,6 +27,11 @@ enum Source: Hashable {
   case hangWatcher
   /// The new binary of an upgrade answering `--can-resume` (its pidfd).
   case upgradeCheck
+  /// `[supervisor] metrics_listen`: the listening socket and its HTTP clients.
+  case metricsListener
+  case metricsClient(Int)
+  /// `[supervisor] watch_config`: the inotify descriptor of the configuration's directories.
+  case configWatch
 }
 
 /// One epoll over every source. It blocks until something happens, so an idle supervisor makes

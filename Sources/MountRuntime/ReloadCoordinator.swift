@@ -31,6 +31,9 @@ final class ReloadCoordinator {
   private var waiting: [(number: Int, completion: (Outcome) -> Void)] = []
   /// Why the last reload failed, until one succeeds; part of STATUS meanwhile.
   private(set) var lastError: String?
+  /// Reloads whose configuration was applied, and those refused as invalid, for the metrics.
+  private(set) var appliedCount = 0
+  private(set) var failedCount = 0
 
   init(logger: Logger) {
     self.logger = logger
@@ -63,6 +66,7 @@ final class ReloadCoordinator {
 
   func applied(_ summary: SupervisorCore.ReloadSummary, core: SupervisorCore) {
     lastError = nil
+    appliedCount += 1
     let names = summary.added + summary.changed + summary.removed
     settling = (summary, announced, Set(names.filter { !isSettled($0, summary, core) }))
   }
@@ -70,6 +74,7 @@ final class ReloadCoordinator {
   func failed(_ error: any Error, notifier: ServiceNotifier, status: @autoclosure () -> String) {
     let text = "\(error)".split(whereSeparator: \.isNewline).joined(separator: " ")
     lastError = text
+    failedCount += 1
     logger.error("reload failed, nothing changed: \(text)")
     if announced {
       notifier.ready(status: status())
@@ -120,17 +125,22 @@ final class ReloadCoordinator {
     var settlingAnnounced: Bool
     var remaining: Set<String>
     var lastError: String?
+    var appliedCount: Int
+    var failedCount: Int
   }
 
   var record: Record {
     Record(
       due: isDue, settling: settling?.summary, settlingAnnounced: settling?.announced ?? false,
-      remaining: settling?.remaining ?? [], lastError: lastError)
+      remaining: settling?.remaining ?? [], lastError: lastError, appliedCount: appliedCount,
+      failedCount: failedCount)
   }
 
   /// Takes over the reload state of the binary an upgrade replaced.
   func restore(_ record: Record) {
     lastError = record.lastError
+    appliedCount = record.appliedCount
+    failedCount = record.failedCount
     if let summary = record.settling {
       settling = (summary, record.settlingAnnounced, record.remaining)
     }

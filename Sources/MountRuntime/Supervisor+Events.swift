@@ -43,6 +43,12 @@ extension Supervisor {
       readHangReports()
     case .upgradeCheck:
       readUpgradeCheck()
+    case .metricsListener:
+      metricsListener?.acceptClients()
+    case .metricsClient(let id):
+      metricsListener?.clientEvent(id)
+    case .configWatch:
+      configWatch?.readEvents(now: .now())
     }
   }
 

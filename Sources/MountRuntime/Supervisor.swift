@@ -37,6 +37,13 @@ public final class Supervisor {
   /// The notify socket while the loop watches it for room (see `watchNotifySocket`).
   var watchedNotifySocket: Descriptor?
   let reloads: ReloadCoordinator
+  /// `[supervisor] metrics_file`, `metrics_listen` and `watch_config`, when configured.
+  var metricsFile: MetricsFile?
+  var metricsListener: MetricsListener?
+  var configWatch: ConfigWatch?
+  /// What the metrics show of the supervisor as a whole at the last check, so that a change
+  /// of it (a reload, READY) rewrites the metrics file like a change of a mount does.
+  var lastMetricsSummary: MetricsSummary?
 
   /// What the loop has read and the core has not yet been told, in the order it was read.
   var inbox: [Input] = []
@@ -217,6 +224,8 @@ public final class Supervisor {
     try loop.add(timer.fd, as: .timer)
     try loop.add(raw: table.fd, as: .mountTable, events: table.epollEvents)
     logger.info("mount changes: \(table.summary)")
+    // Before the control socket: a metrics address that cannot be bound leaves nothing behind.
+    try startMetricsAndConfigWatch()
     control = try ControlServer(
       host: self, loop: loop, logger: logger, adopting: resumedState?.control)
     watchdog = try Watchdog.start(on: loop, notifier: notifier)
@@ -235,6 +244,8 @@ public final class Supervisor {
       turn()
     }
     control?.close()
+    metricsListener?.close()
+    metricsFile?.writeIfDue(now: .now(), force: true, metricsExposition)
     notifier.flushBeforeExit()
     return exitCode!
   }
@@ -253,7 +264,8 @@ public final class Supervisor {
     var later: [(source: Source, events: UInt32)] = []
     for (source, events) in ready {
       switch source {
-      case .workerOutput, .controlClient, .controlListener: later.append((source, events))
+      case .workerOutput, .controlClient, .controlListener, .metricsClient, .metricsListener:
+        later.append((source, events))
       default: read(source, events)
       }
     }
@@ -351,9 +363,22 @@ public final class Supervisor {
       }
     }
     control?.evaluateSubmitted()
+    if let metricsFile {
+      let summary = MetricsSummary(self)
+      if !changed.isEmpty || summary != lastMetricsSummary { metricsFile.changed() }
+      lastMetricsSummary = summary
+      metricsFile.writeIfDue(now: .now(), metricsExposition)
+    }
+    if configWatch?.takeDueReload(now: .now()) == true {
+      logger.notice("watch_config: a configuration file changed; reloading")
+      reloads.request()
+      inbox.append(.reload)
+    }
     timer.arm(
-      at: [core.nextDeadline, control?.nextDeadline, upgrade?.deadline].compactMap { $0 }.min()?
-        .nanoseconds)
+      at: [
+        core.nextDeadline, control?.nextDeadline, upgrade?.deadline, metricsFile?.nextDeadline,
+        configWatch?.reloadDeadline,
+      ].compactMap { $0 }.min()?.nanoseconds)
     // While required mounts are legitimately starting, ask the service manager for the time
     // their start timeouts allow, plus a margin for the cleanup after a failure.
     var moreTime: UInt64?

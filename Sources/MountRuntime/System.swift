@@ -108,6 +108,10 @@ public struct RuntimeError: Error, CustomStringConvertible, Sendable {
     /// A step between fork and exec failed (setsid, setuid, exec, ...).
     public static let spawn = Code(name: "spawn")
     public static let mountpoint = Code(name: "mountpoint")
+    /// `[supervisor] metrics_listen` or `metrics_file`.
+    public static let metrics = Code(name: "metrics")
+    /// `[supervisor] watch_config`: the inotify watch of the configuration.
+    public static let configWatch = Code(name: "config-watch")
   }
 
   public var code: Code

@@ -16,12 +16,15 @@ struct Status: ParsableCommand {
 
       Exits 0 when every listed mount is ready, 3 when some is not, 4 when mountsupd cannot be \
       reached or does not answer, 77 when it refuses the caller, 1 on other errors (such as an \
-      unknown name).
+      unknown name). With --required only the required mounts are listed and judged: the \
+      readiness probe of a container (deploy/kubernetes), ready exactly while every required \
+      mount is confirmed.
 
       Examples:
         mountctl status
         mountctl status photos media
         mountctl status --json | jq -r '.mounts[] | select(.state != "ready") | .name'
+        mountctl status --required
       """)
 
   @OptionGroup var connection: Connection
@@ -31,6 +34,9 @@ struct Status: ParsableCommand {
 
   @Flag(name: .long, help: "Print JSON instead of a table.")
   var json = false
+
+  @Flag(name: .long, help: "Only the required mounts (required = true): exit 0 when all are ready.")
+  var required = false
 
   func run() throws {
     let response: ControlResponse
@@ -42,10 +48,11 @@ struct Status: ParsableCommand {
       printError("mountctl: \(error.message)")
       throw error.kind == .permissionDenied ? Exit.permissionDenied : Exit.unreachable
     }
-    guard response.ok, let mounts = response.mounts, let service = response.service else {
+    guard response.ok, var mounts = response.mounts, let service = response.service else {
       printError("mountctl: \(response.error?.message ?? "mountsupd sent no status")")
       throw exitStatus(forRefusal: response.error)
     }
+    if required { mounts = mounts.filter(\.required) }
     if json {
       print(StatusDocument(service: service, mounts: mounts).json)
     } else {

@@ -9,12 +9,12 @@ struct MountCtl: ParsableCommand {
   static let configuration = CommandConfiguration(
     commandName: "mountctl",
     abstract:
-      "Control a running mountsupd: status, start, stop, restart, reload, logs, wait-ready.",
+      "Control a running mountsupd: status, start, stop, restart, reload, logs, wait-ready, metrics.",
     discussion: """
       Talks to mountsupd through its control socket: --socket PATH (before or after the \
       command), else $MOUNTSUP_SOCKET, else \(ControlProtocol.defaultSocketPath). Root and \
       members of [supervisor] admin_group may do everything; members of status_group may use \
-      status, logs and wait-ready.
+      status, logs, wait-ready and metrics.
 
       Exit codes: 0 success (status: every listed mount ready), 1 failure (reload: also when an \
       added or changed mount failed), 3 some mount not ready (status, wait-ready timeout), \
@@ -31,7 +31,7 @@ struct MountCtl: ParsableCommand {
     version: MountSupervisorRelease.identity,
     subcommands: [
       Status.self, Start.self, Stop.self, Restart.self, Abort.self, Reload.self, Upgrade.self,
-      Logs.self, WaitReady.self,
+      Logs.self, WaitReady.self, Metrics.self,
     ])
 }
 

@@ -120,6 +120,13 @@ struct HangTests {
       #expect(table.output.contains("hung: statfs of"), "\(table)")
       let json = try await daemon.ctl("status", "--json", "alpha")
       #expect(json.output.contains("\"hangs\" : 1"), "\(json)")
+      // The metrics count it as a failure of kind hang.
+      let metrics = try await daemon.ctl("metrics").output.split(separator: "\n")
+      #expect(
+        metrics.contains {
+          $0.hasPrefix("mountsup_mount_failures_total{") && $0.contains("mount=\"alpha\"")
+            && $0.contains("kind=\"hang\"") && $0.hasSuffix(" 1")
+        }, "\(metrics)")
       // The service manager's STATUS said it while the mount was down.
       #expect(
         notify.drain().contains {

@@ -155,6 +155,27 @@ struct StatusTests {
       #expect(response.mounts?.map(\.name) == ["broken", "good"])
     }
   }
+
+  @Test("--required judges only the required mounts: the readiness probe of a container")
+  func requiredOnly() async throws {
+    try await withDaemon([
+      TestMount(name: "alpha"),
+      TestMount(
+        name: "broken", arguments: ["--fail", "no such bucket"],
+        settings: ["required = false", "restart = \"never\""]),
+    ]) { daemon in
+      try await waitFor("broken failed") { try daemon.mount("broken").state == "failed" }
+      #expect(try await daemon.ctl("wait-ready", "alpha", "--timeout", "20s").status == 0)
+      let all = try await daemon.ctl("status")
+      #expect(all.status == 3, "\(all)")
+      let required = try await daemon.ctl("status", "--required")
+      #expect(required.status == 0, "\(required)")
+      #expect(required.output.contains("alpha") && !required.output.contains("broken"))
+      let stopped = try await daemon.ctl("stop", "alpha")
+      #expect(stopped.status == 0, "\(stopped)")
+      #expect(try await daemon.ctl("status", "--required").status == 3)
+    }
+  }
 }
 
 @Suite("mountctl status: what the table tells")

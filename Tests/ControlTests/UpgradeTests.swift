@@ -173,6 +173,10 @@ struct UpgradeTests {
     #expect(residentKiB(of: pid) < memoryBefore + 8 * 1024, "\(memoryBefore) KiB after the first")
     notify.drain()
     #expect(notify.count("READY=1") == 1, "READY once, not again after an upgrade")
+    let metrics = try await daemon.ctl("metrics").output.split(separator: "\n")
+    #expect(
+      metrics.contains("mountsup_upgrades_total 20"), "\(metrics.filter { $0.contains("upgrade") })"
+    )
     #expect(
       daemon.log.contains(
         "upgraded from \(other.identity) to \(MountSupervisorRelease.identity) in "))

@@ -327,3 +327,46 @@ import Testing
     #expect(try parse("").summary == "no mounts from \(mainFile)")
   }
 }
+
+@Suite("[supervisor] metrics_file, metrics_listen, watch_config")
+struct MetricsSettings {
+  @Test func readAndDefaulted() throws {
+    let set = try parse(
+      """
+      [supervisor]
+      metrics_file = "/var/lib/node_exporter//mountsup.prom"
+      metrics_listen = "127.0.0.1:9464"
+      watch_config = true
+      """)
+    #expect(set.supervisor.metricsFile == "/var/lib/node_exporter/mountsup.prom")
+    #expect(set.supervisor.metricsListen == ListenAddress("127.0.0.1:9464"))
+    #expect(set.supervisor.metricsListen?.port == 9464)
+    #expect(set.supervisor.watchConfig)
+    #expect(
+      try parse("[supervisor]\nmetrics_listen = \"[::1]:80\"").supervisor.metricsListen?.host
+        == "::1")
+    let unset = try parse("[supervisor]\n")
+    #expect(unset.supervisor.metricsFile == nil && unset.supervisor.metricsListen == nil)
+    #expect(!unset.supervisor.watchConfig)
+  }
+
+  @Test(
+    "a listen address must be a numeric address and a port",
+    arguments: [
+      "localhost:9464", "127.0.0.1", "127.0.0.1:0", "127.0.0.1:70000", "::1:9464", ":9464",
+    ])
+  func badListenAddress(_ text: String) {
+    expectConfigError(
+      "[supervisor]\nmetrics_listen = \"\(text)\"", code: .invalidValue, mount: nil,
+      key: "supervisor.metrics_listen", mentions: [text, "127.0.0.1:9464"])
+  }
+
+  @Test func relativeMetricsFileAndWrongType() {
+    expectConfigError(
+      "[supervisor]\nmetrics_file = \"metrics.prom\"", code: .invalidPath, mount: nil,
+      key: "supervisor.metrics_file")
+    expectConfigError(
+      "[supervisor]\nwatch_config = \"yes\"", code: .wrongType, mount: nil,
+      key: "supervisor.watch_config")
+  }
+}

@@ -56,20 +56,28 @@ public final class NotifyReceiver {
 
   deinit { close(fd) }
 
-  /// Receives until a message satisfies `match` or the deadline passes.
+  /// Receives until a message satisfies `match` or the deadline passes. What is already queued
+  /// is always read, even after the deadline: on a loaded machine the reading of one message
+  /// (with the mount table) can outlast a short deadline while the next one waits.
   @discardableResult
   public func wait(within deadline: Duration = .seconds(15), for match: (String) -> Bool)
     -> Message?
   {
     if let found = messages.first(where: { match($0.text) }) { return found }
     let end = ContinuousClock.now + deadline
-    while ContinuousClock.now < end {
+    while true {
       var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
-      let left = ContinuousClock.now.duration(to: end) / .milliseconds(1)
-      guard poll(&poller, 1, Int32(max(1, left))) > 0 else { continue }
+      let left = max(0, ContinuousClock.now.duration(to: end) / .milliseconds(1))
+      guard poll(&poller, 1, Int32(left)) > 0 else {
+        if left == 0 { break }
+        continue
+      }
       var buffer = [UInt8](repeating: 0, count: 65536)
       let got = recv(fd, &buffer, buffer.count, 0)
-      guard got > 0 else { continue }
+      guard got > 0 else {
+        if left == 0 { break }
+        continue
+      }
       let fuse = Set(mountTable().filter(\.isFUSE).map(\.mountpoint))
       let message = Message(
         text: String(decoding: buffer.prefix(got), as: UTF8.self), fuseMountpoints: fuse)
