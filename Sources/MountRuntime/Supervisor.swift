@@ -225,7 +225,12 @@ public final class Supervisor {
     try loop.add(raw: table.fd, as: .mountTable, events: table.epollEvents)
     logger.info("mount changes: \(table.summary)")
     // Before the control socket: a metrics address that cannot be bound leaves nothing behind.
-    try startMetricsAndConfigWatch()
+    // After an upgrade it is no reason to stop: the mounts run, so it is said and the rest goes on.
+    do {
+      try startMetricsAndConfigWatch()
+    } catch where resumedState != nil {
+      logger.error("after the upgrade: \(error); metrics_listen and watch_config are off")
+    }
     control = try ControlServer(
       host: self, loop: loop, logger: logger, adopting: resumedState?.control)
     watchdog = try Watchdog.start(on: loop, notifier: notifier)
