@@ -74,7 +74,8 @@ extension SupervisorCore {
       readySince: machine.readySince, restarts: machine.restarts,
       mountpoint: machine.spec.mountpoint, required: machine.spec.required,
       stoppedByOperator: held.contains(name), lastFailure: machine.lastFailure,
-      workerStatus: machine.workerStatus)
+      workerStatus: machine.workerStatus, resumes: machine.resumes,
+      lastResumeGap: machine.lastResumeGap, holdsConnection: machine.holdsConnection)
   }
 
   /// Whether the mount's attempt still waits for its worker to be spawned (a stop may have
@@ -170,4 +171,7 @@ public struct MountReport: Equatable, Sendable {
   public var stoppedByOperator: Bool
   public var lastFailure: Failure?
   public var workerStatus: String?
+  public var resumes = 0
+  public var lastResumeGap: Duration?
+  public var holdsConnection = false
 }

@@ -246,7 +246,11 @@ extension ControlServer {
         uptimeSeconds: report.readySince.map { Double((now - $0).nanosecondsClamped) / 1e9 },
         restarts: report.restarts, mountpoint: report.mountpoint, required: report.required,
         stoppedByOperator: report.stoppedByOperator, lastError: report.lastFailure?.description,
-        lastErrorOutput: report.lastFailure?.outputTail ?? [], workerStatus: report.workerStatus)
+        lastErrorOutput: report.lastFailure?.outputTail ?? [], workerStatus: report.workerStatus,
+        resumes: report.resumes,
+        lastResumeGapMilliseconds: report.lastResumeGap.map {
+          Double($0.nanosecondsClamped) / 1e6
+        }, holdsConnection: report.holdsConnection)
     }
   }
 }

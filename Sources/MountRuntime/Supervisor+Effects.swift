@@ -36,7 +36,12 @@ extension Supervisor {
       }
       inbox.append(.mount(name, event, at: .now()))
     case .spawn(let attempt, let spec):
-      spawnQueue.append((name, attempt, spec))
+      spawnQueue.append((name, attempt, spec, false))
+    case .resume(let attempt, let spec):
+      spawnQueue.append((name, attempt, spec, true))
+    case .releaseConnection:
+      // With the worker gone, this was the connection's last descriptor: the kernel aborts it.
+      heldConnections[name] = nil
     case .startProbe(let attempt, let mountpoint, let probePath):
       startProbe(for: name, attempt: attempt, mountpoint: mountpoint, probePath: probePath)
     case .cancelProbe:
@@ -156,12 +161,12 @@ extension Supervisor {
   func spawnSome() {
     var spawned = 0
     while spawnNext < spawnQueue.count, spawned < Self.spawnsPerTurn {
-      let (name, attempt, spec) = spawnQueue[spawnNext]
+      let (name, attempt, spec, resume) = spawnQueue[spawnNext]
       spawnNext += 1
       // The machine may have moved on (a stop) while the spawn waited its turn.
       guard core.awaitsSpawn(name, attempt: attempt) else { continue }
       spawned += 1
-      spawn(name, attempt: attempt, spec: spec)
+      spawn(name, attempt: attempt, spec: spec, resume: resume)
     }
     if spawnNext == spawnQueue.count {
       spawnQueue.removeAll(keepingCapacity: true)
@@ -169,12 +174,12 @@ extension Supervisor {
     }
   }
 
-  func spawn(_ name: String, attempt: Int, spec: MountSpec) {
+  func spawn(_ name: String, attempt: Int, spec: MountSpec, resume: Bool) {
     let id = nextWorkerID
     nextWorkerID += 1
     let event: MountMachine.Event
     do {
-      let worker = try launch(spec, as: id)
+      let worker = try launch(spec, as: id, resuming: resume ? heldConnections[name] : nil)
       event = .spawned(pid: worker.pid)
     } catch {
       // A program moved or installed since is looked up again at the next start.
@@ -198,7 +203,10 @@ extension Supervisor {
   }
 
   /// Starts a worker and watches it; every descriptor made on the way closes if a step fails.
-  func launch(_ spec: MountSpec, as id: WorkerID) throws(RuntimeError) -> Worker {
+  /// With `connection`, a successor that serves that held connection instead of mounting.
+  func launch(_ spec: MountSpec, as id: WorkerID, resuming connection: HeldConnection? = nil)
+    throws(RuntimeError) -> Worker
+  {
     let notifySocket: WorkerNotifySocket?
     switch spec.readiness {
     case .notify: notifySocket = try WorkerNotifySocket(worker: id)
@@ -206,19 +214,23 @@ extension Supervisor {
     }
     var plan = try LaunchPlan(
       spec: spec, executable: executable(for: spec.command.first), inherited: inheritedEnvironment,
-      notifySocket: notifySocket?.address)
+      notifySocket: notifySocket?.address, resuming: connection != nil)
     plan.descriptorLimit = inheritedDescriptorLimit
     let (messages, theirMessages) = try Descriptor.socketPair(Int32(SOCK_SEQPACKET.rawValue))
+    try connection?.sendResume(on: messages)
     let (output, theirOutput) = try Descriptor.pipe()
     try output.setNonBlocking()
     routeMountChanges()
-    let baseline = Set(table.fuseMounts(at: spec.mountpoint).map(\.id))
+    // A successor's mount is the held one, already there: its own, not the baseline's.
+    var baseline = Set(table.fuseMounts(at: spec.mountpoint).map(\.id))
+    if let held = connection?.mountID { baseline.remove(held) }
     let (pid, pidfd) = try plan.launch(
       notify: theirMessages, output: theirOutput, slots: spawnSlots)
     let worker = Worker(
       id: id, mount: spec.name, pid: pid, pidfd: pidfd, messages: messages, output: output,
       mountpoint: spec.mountpoint, baseline: baseline)
     worker.notifySocket = notifySocket
+    worker.mountID = connection?.mountID
     do {
       try loop.add(pidfd, as: .workerExit(id))
       try loop.add(messages, as: .workerMessages(id))

@@ -134,12 +134,26 @@ extension Supervisor {
   func readMessages(of worker: Worker) {
     guard let messages = worker.messages else { return }
     while true {
+      var passed: [Int32] = [-1, -1]
+      var passedCount: Int32 = 0
       let got = readBuffer.withUnsafeMutableBytes { buffer in
-        Result { () throws(RuntimeError) in try messages.receive(into: buffer) }
+        Result { () throws(RuntimeError) -> Int? in
+          let count = mountsup_receive_with_fds(
+            messages.raw, buffer.baseAddress, buffer.count, &passed, 2, &passedCount)
+          if count >= 0 { return count }
+          if errno == EAGAIN { return nil }
+          throw RuntimeError(.io, "recvmsg", errno: errno)
+        }
       }
+      // Descriptors passed along close with these wrappers unless a handover keeps them.
+      let descriptors = passed.prefix(Int(passedCount)).map { Descriptor($0) }
       switch got {
       case .success(let count?) where count > 0:
         let message = WorkerMessage(datagram: readBuffer.prefix(count))
+        if let request = message.fuseInit, let fuse = descriptors.first {
+          takeConnection(
+            of: worker, fuse: fuse, state: descriptors.dropFirst().first, initRequest: request)
+        }
         if message.isEmpty {
           logger(for: worker.mount).debug("ignored a message without known keys")
         } else {
@@ -154,6 +168,29 @@ extension Supervisor {
         return
       }
     }
+  }
+
+  /// Keeps the FUSE connection a worker handed over, when the kernel can resend a crashed
+  /// worker's requests to a successor; otherwise lets it go (it closes with the wrappers) and
+  /// says once that crashes end mounts as before.
+  func takeConnection(
+    of worker: Worker, fuse: Descriptor, state: Descriptor?, initRequest: [UInt8]
+  ) {
+    guard WorkerMessage.initOffersResend(initRequest) else {
+      if !saidKernelCannotResend {
+        saidKernelCannotResend = true
+        logger.notice(
+          """
+          this kernel does not offer FUSE_HAS_RESEND (Linux 6.9 or later): workers that hand over \
+          their FUSE connection are still detached and restarted when they crash
+          """)
+      }
+      return
+    }
+    routeMountChanges()  // the worker's mount id, if the table change is not read yet
+    heldConnections[worker.mount] = HeldConnection(
+      fuse: fuse, state: state, initRequest: initRequest, mountID: worker.mountID)
+    inbox.append(.mount(worker.mount, .connectionHeld, at: .now()))
   }
 
   func readNotifySocket(of worker: Worker) {

@@ -91,8 +91,7 @@ struct StatusTable {
       [
         mount.name, mount.state, mount.pid.map(String.init) ?? "-",
         mount.uptimeSeconds.map { formatDuration(.seconds(Int64($0))) } ?? "-",
-        String(mount.restarts),
-        mount.mountpoint, lastError(mount),
+        restarts(mount), mount.mountpoint, lastError(mount),
       ]
     }
     let widths = header.indices.map { column in
@@ -114,6 +113,13 @@ struct StatusTable {
   static func reloadFailure(in status: String) -> String? {
     guard let marker = status.firstRange(of: "last reload failed: ") else { return nil }
     return String(status[marker.upperBound...])
+  }
+
+  /// "4 (resumed 3×, last gap 6 ms)": resumed crashes are restarts the applications never saw.
+  private func restarts(_ mount: MountStatus) -> String {
+    guard mount.resumes > 0 else { return String(mount.restarts) }
+    let gap = mount.lastResumeGapMilliseconds.map { ", last gap \(Int($0.rounded())) ms" } ?? ""
+    return "\(mount.restarts) (resumed \(mount.resumes)×\(gap))"
   }
 
   private func lastError(_ mount: MountStatus) -> String {

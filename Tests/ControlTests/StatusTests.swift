@@ -114,7 +114,8 @@ struct StatusTests {
       #expect(list.map { $0["name"] as? String } == ["broken", "good"])
       let keys: Set<String> = [
         "name", "state", "detail", "pid", "uptime_seconds", "restarts", "mountpoint", "required",
-        "stopped_by_operator", "last_error", "last_error_output", "worker_status",
+        "stopped_by_operator", "last_error", "last_error_output", "worker_status", "resumes",
+        "last_resume_gap_ms", "holds_connection",
       ]
       for mount in list { #expect(Set(mount.keys) == keys, "every key is always present") }
 
