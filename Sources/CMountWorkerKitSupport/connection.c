@@ -152,8 +152,11 @@ static ssize_t kit_splice(int in, off_t *in_offset, int out, off_t *out_offset, 
   return splice(in, in_offset, out, out_offset, length, flags);
 }
 
+// Replies may be spliced (the INIT reply never is). Requests are always read through kit_read,
+// which keeps them from the device until the resend and knows which were resent: without a
+// splice_receive, libfuse does not offer FUSE_CAP_SPLICE_READ.
 static const struct fuse_custom_io kit_io = {
-    .writev = kit_writev, .read = kit_read, .splice_receive = kit_splice, .splice_send = kit_splice};
+    .writev = kit_writev, .read = kit_read, .splice_send = kit_splice};
 
 int mwk_session_hand_over(struct fuse_session *session, int supervisor_fd, int state) {
   mode = MODE_FRESH;
