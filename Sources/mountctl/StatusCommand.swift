@@ -9,7 +9,8 @@ struct Status: ParsableCommand {
     abstract: "Show the state of the mounts (all, or those named).",
     discussion: """
       Columns: name, state (stopped, starting, ready, backoff, stopping, exited, failed), worker \
-      pid, time since the mount was confirmed ready, restarts, mountpoint, and the last failure in \
+      pid, time since the mount was confirmed ready, restarts (with "resumed N×, last gap M ms" \
+      for crashes resumed on the live FUSE connection), mountpoint, and the last failure in \
       the worker's own words ("stopped by operator" for a mount stopped with mountctl stop). \
       After an invalid reload, a line below the table says why it failed. --json prints the \
       documented JSON form (docs/control-protocol.md).
