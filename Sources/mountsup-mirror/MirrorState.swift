@@ -16,7 +16,7 @@ struct MirrorState: @unchecked Sendable {
   static let nodeCapacity = 1 << 20
   static let openCapacity = 1 << 18
   static let nodeSize = 176
-  static let openSize = 24
+  static let openSize = 32
   static let handleCapacity = 128
   static let headerSize = 4096
   static let size = headerSize + nodeCapacity * nodeSize + openCapacity * openSize
@@ -102,7 +102,30 @@ struct MirrorState: @unchecked Sendable {
     return UnsafeRawBufferPointer(rebasing: bytes[(base + 36)..<(base + 36 + length)])
   }
 
-  // MARK: Open handles (record: node id, flags, kind, next free)
+  // MARK: Open handles (record: node id, flags, kind, next free, generation)
+  //
+  // A handle is the record's number + 1 in its low 20 bits and the record's generation above:
+  // a RELEASE that the kernel resends after a crash, for a handle whose record the dead worker
+  // had already freed and another open has taken since, names an old generation and frees
+  // nothing.
+
+  private static let indexBits = 20
+
+  /// The handle of record `index` in its current generation.
+  func handle(ofOpen index: Int) -> UInt64 {
+    bytes.load(fromByteOffset: open(index) + 24, as: UInt64.self) << Self.indexBits
+      | UInt64(index + 1)
+  }
+
+  /// The record a handle names, if it is allocated in that generation.
+  func openIndex(ofHandle handle: UInt64) -> Int? {
+    let index = Int(handle & (1 << Self.indexBits - 1)) - 1
+    guard index >= 0, index < Int(header(3)),
+      bytes.load(fromByteOffset: open(index) + 12, as: Int32.self) != Kind.free.rawValue,
+      self.handle(ofOpen: index) == handle
+    else { return nil }
+    return index
+  }
 
   private func open(_ index: Int) -> Int {
     Self.headerSize + Self.nodeCapacity * Self.nodeSize + index * Self.openSize
@@ -124,6 +147,8 @@ struct MirrorState: @unchecked Sendable {
       index = Int(header(3))
       setHeader(3, UInt64(index + 1))
     }
+    let generation = bytes.load(fromByteOffset: open(index) + 24, as: UInt64.self)
+    bytes.storeBytes(of: generation + 1, toByteOffset: open(index) + 24, as: UInt64.self)
     bytes.storeBytes(of: node, toByteOffset: open(index), as: UInt64.self)
     bytes.storeBytes(of: flags, toByteOffset: open(index) + 8, as: Int32.self)
     bytes.storeBytes(of: kind.rawValue, toByteOffset: open(index) + 12, as: Int32.self)
@@ -131,7 +156,6 @@ struct MirrorState: @unchecked Sendable {
   }
 
   func openRecord(_ index: Int) -> (node: UInt64, flags: Int32, kind: Kind)? {
-    guard index >= 0, index < Int(header(3)) else { return nil }
     let kind = Kind(rawValue: bytes.load(fromByteOffset: open(index) + 12, as: Int32.self))
     guard let kind, kind != .free else { return nil }
     return (

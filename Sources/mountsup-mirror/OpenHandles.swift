@@ -2,8 +2,8 @@ import Glibc
 import MountWorkerKit
 import Synchronization
 
-/// The files and directories the kernel holds open, by the handle it was given: handle = record
-/// number + 1 in the ``MirrorState``, which keeps the node and the open flags. A successor
+/// The files and directories the kernel holds open, by the handle it was given: a record of the
+/// ``MirrorState`` with its generation (see there), which keeps the node and the open flags. A successor
 /// worker opens the file again on first use with the same flags (creation and truncation
 /// removed: they happened at the first open), so an open file works on across a crash. FUSE
 /// sends every read and write with its offset, so nothing else of the open file matters.
@@ -34,7 +34,7 @@ final class OpenHandles: Sendable {
       guard let index = state.allocateOpen(node: node.rawValue, flags: flags, kind: kind) else {
         throw FUSEError(ENFILE)
       }
-      let handle = UInt64(index + 1)
+      let handle = state.handle(ofOpen: index)
       live[handle] = open
       return handle
     }
@@ -54,9 +54,8 @@ final class OpenHandles: Sendable {
   private func open(_ handle: UInt64) throws(FUSEError) -> Open {
     try live.withLock { live throws(FUSEError) -> Open in
       if let open = live[handle] { return open }
-      guard handle > 0, let record = state.openRecord(Int(handle - 1)) else {
-        throw FUSEError(EBADF)
-      }
+      guard let index = state.openIndex(ofHandle: handle), let record = state.openRecord(index)
+      else { throw FUSEError(EBADF) }
       let node = try nodes.node(FUSEInode(record.node))
       let open: Open
       switch record.kind {
@@ -73,11 +72,12 @@ final class OpenHandles: Sendable {
     }
   }
 
-  /// Forgets the handle and closes what this process had open for it.
+  /// Forgets the handle and closes what this process had open for it. A handle whose record is
+  /// free or has been taken again since (a resent RELEASE) frees nothing.
   func remove(_ handle: UInt64) {
     let open = live.withLock { live -> Open? in
-      guard handle > 0, state.openRecord(Int(handle - 1)) != nil else { return nil }
-      state.freeOpen(Int(handle - 1))
+      guard let index = state.openIndex(ofHandle: handle) else { return nil }
+      state.freeOpen(index)
       return live.removeValue(forKey: handle)
     }
     if case .file(let descriptor) = open { close(descriptor) }
