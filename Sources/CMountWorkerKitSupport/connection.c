@@ -44,6 +44,24 @@ static int init_fed;
 static int resumed;
 
 static _Thread_local uint64_t current_unique;
+static _Thread_local void *populated_buffer;
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
+
+/// Faults in a thread's request buffer once. The kernel copies a request into the reader's
+/// memory; when the reader is killed during the copy and a page of it must first be faulted in,
+/// the copy fails and the kernel ends the request with EIO instead of keeping it for a
+/// successor. With every page present the copy cannot fail that way.
+static void populate(void *buffer, size_t length) {
+  if (buffer == populated_buffer) return;
+  populated_buffer = buffer;
+  long page = sysconf(_SC_PAGESIZE);
+  uintptr_t start = (uintptr_t)buffer & ~(uintptr_t)(page - 1);
+  uintptr_t end = ((uintptr_t)buffer + length + (uintptr_t)page - 1) & ~(uintptr_t)(page - 1);
+  if (madvise((void *)start, end - start, MADV_POPULATE_WRITE) != 0) memset(buffer, 0, length);
+}
 
 /// Tells whether INIT offered FUSE_HAS_RESEND (flags2 bit 7, valid with FUSE_INIT_EXT).
 int mwk_init_offers_resend(const void *request, size_t length) {
@@ -101,6 +119,7 @@ static ssize_t kit_read(int fd, void *buffer, size_t length, void *userdata) {
     while (!resumed) pthread_cond_wait(&resume_done, &resume_lock);
     pthread_mutex_unlock(&resume_lock);
   }
+  populate(buffer, length);
   ssize_t got = read(fd, buffer, length);
   if (got >= (ssize_t)sizeof(struct fuse_in_header)) {
     const struct fuse_in_header *header = buffer;
