@@ -178,8 +178,12 @@ extension Supervisor {
     let id = nextWorkerID
     nextWorkerID += 1
     let event: MountMachine.Event
-    do {
-      let worker = try launch(spec, as: id, resuming: resume ? heldConnections[name] : nil)
+    do throws(RuntimeError) {
+      let connection = resume ? heldConnections[name] : nil
+      if resume, connection == nil {
+        throw RuntimeError(.spawn, "no held FUSE connection of \(name) to resume")
+      }
+      let worker = try launch(spec, as: id, resuming: connection)
       event = .spawned(pid: worker.pid)
     } catch {
       // A program moved or installed since is looked up again at the next start.

@@ -27,6 +27,19 @@ import Testing
     return found
   }
 
+  /// What `mountctl ARGUMENTS` printed on stdout (it has exited by then).
+  func mountctl(_ arguments: [String]) throws -> String {
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: binDirectory + "/mountctl")
+    process.arguments = arguments
+    let output = Pipe()
+    process.standardOutput = output
+    try process.run()
+    let data = output.fileHandleForReading.readDataToEndOfFile()
+    process.waitUntilExit()
+    return String(decoding: data, as: UTF8.self)
+  }
+
   /// The gaps in milliseconds that the daemon logged for each resume, in order.
   func resumeGaps(in log: String) -> [Int] {
     log.split(separator: "\n").compactMap { line in
@@ -122,6 +135,8 @@ import Testing
       let seed = nextRecord.add(1, ordering: .relaxed).newValue
       let bytes = Self.record(seed)
       let path = "\(mountpoint)/w\(seed % 50)"
+      // What the slot held is gone with the truncation, whatever happens next.
+      synced.withLock { $0[seed % 50] = nil }
       let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
       guard fd >= 0 else { throw Self.failure("open \(path)") }
       defer { close(fd) }
@@ -149,6 +164,7 @@ import Testing
       for directory in ["\(mountpoint)/tree", "\(mountpoint)/tree/a", "\(mountpoint)/tree/a/b"] {
         guard let stream = opendir(directory) else { throw Self.failure("opendir \(directory)") }
         var names = 0
+        errno = 0
         while let entry = readdir(stream) {
           names += 1
           var info = stat()
@@ -159,6 +175,11 @@ import Testing
             closedir(stream)
             throw Self.failure("stat \(directory)/\(name)")
           }
+        }
+        if errno != 0 {
+          let failure = Self.failure("readdir \(directory)")
+          closedir(stream)
+          throw failure
         }
         closedir(stream)
         guard names >= 2 else { throw TestFailure("\(directory): empty listing") }
@@ -194,7 +215,11 @@ import Testing
     #expect(load.finish(), "the load did not finish (an access hangs)")
 
     let errors = load.errors.withLock { $0 }
-    #expect(errors.isEmpty, "\(errors.count) errors seen by the load, first: \(errors.prefix(5))")
+    let workerLines = daemon.log.split(separator: "\n").filter { $0.contains("source=worker") }
+    #expect(
+      errors.isEmpty,
+      "\(errors.count) errors seen by the load, first: \(errors.prefix(5)); worker output: \(workerLines.suffix(10))"
+    )
     #expect(uniqueMountID(at: mountpoint) == mountID, "the mount was replaced")
     #expect(mountTable().filter { $0.mountpoint == mountpoint }.count == 1)
     // Every fsync'ed record is in SOURCE, byte for byte.
@@ -203,6 +228,17 @@ import Testing
     }
     notify.drain()
     #expect(notify.count("READY=1") == 1)
+
+    let socket = sandbox.path + "/control.sock"
+    let table = try mountctl(["status", "--socket", socket])
+    #expect(table.contains("resumed \(crashes)×, last gap "), "\(table)")
+    let document = try JSONSerialization.jsonObject(
+      with: Data(try mountctl(["status", "--json", "--socket", socket]).utf8))
+    let mount = try #require(((document as? [String: Any])?["mounts"] as? [[String: Any]])?.first)
+    #expect(mount["resumes"] as? Int == crashes)
+    #expect(mount["last_resume_gap_ms"] is Double)
+    #expect(mount["holds_connection"] as? Bool == true)
+
     let gaps = resumeGaps(in: daemon.log)
     print(
       "resume: \(crashes) SIGKILLs under load, \(operations) operations, \(errors.count) errors; "
