@@ -266,7 +266,8 @@ public struct MountMachine: Sendable {
       return []
     case .spawnFailed(let failure):
       guard case .starting = phase else { return [] }
-      return afterFailure(failure, now: now)
+      // A successor that cannot even start ends the resume, as one that exits would.
+      return (holdsConnection ? endMount() : []) + afterFailure(failure, now: now)
     case .message(let message):
       return received(message, now: now)
     case .mountAppeared:

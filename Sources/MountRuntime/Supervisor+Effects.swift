@@ -40,7 +40,8 @@ extension Supervisor {
     case .resume(let attempt, let spec):
       spawnQueue.append((name, attempt, spec, true))
     case .releaseConnection:
-      // With the worker gone, this was the connection's last descriptor: the kernel aborts it.
+      // The kernel aborts the connection once no worker holds it either (a successor being
+      // killed lets go when it dies).
       heldConnections[name] = nil
     case .startProbe(let attempt, let mountpoint, let probePath):
       startProbe(for: name, attempt: attempt, mountpoint: mountpoint, probePath: probePath)

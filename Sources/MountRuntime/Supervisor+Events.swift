@@ -134,21 +134,11 @@ extension Supervisor {
   func readMessages(of worker: Worker) {
     guard let messages = worker.messages else { return }
     while true {
-      var passed: [Int32] = [-1, -1]
-      var passedCount: Int32 = 0
       let got = readBuffer.withUnsafeMutableBytes { buffer in
-        Result { () throws(RuntimeError) -> Int? in
-          let count = mountsup_receive_with_fds(
-            messages.raw, buffer.baseAddress, buffer.count, &passed, 2, &passedCount)
-          if count >= 0 { return count }
-          if errno == EAGAIN { return nil }
-          throw RuntimeError(.io, "recvmsg", errno: errno)
-        }
+        Result { () throws(RuntimeError) in try messages.receive(into: buffer) }
       }
-      // Descriptors passed along close with these wrappers unless a handover keeps them.
-      let descriptors = passed.prefix(Int(passedCount)).map { Descriptor($0) }
       switch got {
-      case .success(let count?) where count > 0:
+      case .success(let (count, descriptors)?) where count > 0:
         let message = WorkerMessage(datagram: readBuffer.prefix(count))
         if let request = message.fuseInit, let fuse = descriptors.first {
           takeConnection(

@@ -49,6 +49,16 @@ struct MountMachineResumeTests {
     #expect(next.actions == [.inspectMountpoint(attempt: 3, mountpoint: harness.spec.mountpoint)])
   }
 
+  @Test("a successor that cannot be spawned ends the resume")
+  func successorSpawnFails() {
+    var harness = holding()
+    harness.send(.exited(.signaled(9), outputTail: []))
+    harness.fireDeadline()
+    let failed = harness.send(.spawnFailed(Failure(summary: "cannot start")))
+    #expect(failed.actions == [.releaseConnection, .detachMount])
+    #expect(!harness.machine.holdsConnection)
+  }
+
   @Test("a successor that sends no READY within start_timeout is killed and the mount ended")
   func silentSuccessorTimesOut() {
     var harness = holding()
