@@ -59,15 +59,30 @@ import Testing
     let stop = Atomic<Bool>(false)
     let errors = Mutex<[String]>([])
     let operations = Atomic<Int>(0)
+    /// The longest pass of the probing thread since the last `takeLongest()`, in nanoseconds.
+    private let longest = Atomic<Int>(0)
     private let started = Atomic<Int>(0)
     private let finished = Atomic<Int>(0)
 
-    func run(_ name: String, _ body: @escaping @Sendable () throws -> Void) {
+    /// The longest pass of the thread started with `probes` since the last call, in ms.
+    func takeLongest() -> Int { longest.exchange(0, ordering: .relaxed) / 1_000_000 }
+
+    /// Runs `body` again and again on a thread of its own; with `probes`, the duration of each
+    /// pass is kept for `takeLongest()`.
+    func run(_ name: String, probes: Bool = false, _ body: @escaping @Sendable () throws -> Void) {
       let thread = Thread { [self] in
         while !stop.load(ordering: .relaxed) {
           do {
+            let started = ContinuousClock.now
             try body()
             operations.add(1, ordering: .relaxed)
+            if probes {
+              let took = ContinuousClock.now - started
+              let nanoseconds =
+                Int(took.components.seconds) * 1_000_000_000
+                + Int(took.components.attoseconds / 1_000_000_000)
+              longest.max(nanoseconds, ordering: .relaxed)
+            }
           } catch {
             errors.withLock { $0.append("\(name): \(error)") }
           }
@@ -160,7 +175,7 @@ import Testing
         throw TestFailure("\(path): data differs from its checksum")
       }
     }
-    load.run("walker") {
+    load.run("walker", probes: true) {
       for directory in ["\(mountpoint)/tree", "\(mountpoint)/tree/a", "\(mountpoint)/tree/a/b"] {
         guard let stream = opendir(directory) else { throw Self.failure("opendir \(directory)") }
         var names = 0
@@ -194,6 +209,9 @@ import Testing
 
     let crashes = 100
     var lastWorker: Int32 = 0
+    // The longest stat/readdir pass (which always reaches the worker) around each crash: what
+    // an application waited.
+    var stalls: [Int] = []
     for crash in 1...crashes {
       guard
         eventually({
@@ -204,6 +222,8 @@ import Testing
         _ = load.finish()
         throw TestFailure("no worker to kill before crash \(crash):\n\(daemon.log)")
       }
+      // The pass that spanned the last crash has ended by the time its successor is ready.
+      if crash > 1 { stalls.append(load.takeLongest()) } else { _ = load.takeLongest() }
       lastWorker = daemon.workerPIDs(matching: mountpoint)[0]
       kill(lastWorker, SIGKILL)
       guard eventually({ resumeGaps(in: daemon.log).count >= crash }) else {
@@ -211,6 +231,10 @@ import Testing
         throw TestFailure("crash \(crash) was not resumed:\n\(daemon.log)")
       }
     }
+    // Passes that begin after the last resume: the one that spanned it has ended.
+    let passes = load.operations.load(ordering: .relaxed)
+    _ = eventually { load.operations.load(ordering: .relaxed) > passes + 20 }
+    stalls.append(load.takeLongest())
     let operations = load.operations.load(ordering: .relaxed)
     #expect(load.finish(), "the load did not finish (an access hangs)")
 
@@ -243,7 +267,8 @@ import Testing
     print(
       "resume: \(crashes) SIGKILLs under load, \(operations) operations, \(errors.count) errors; "
         + "gap from crash to the successor's READY p50 \(percentile(gaps, 0.5)) ms, "
-        + "p99 \(percentile(gaps, 0.99)) ms, max \(gaps.max() ?? 0) ms")
+        + "p99 \(percentile(gaps, 0.99)) ms, max \(gaps.max() ?? 0) ms; longest stat/readdir "
+        + "pass per crash p50 \(percentile(stalls, 0.5)) ms, p99 \(percentile(stalls, 0.99)) ms")
   }
 
   @Test(.timeLimit(.minutes(2)))
