@@ -310,7 +310,9 @@ import Testing
     let code = errno
     let waited = ContinuousClock.now - started
     #expect(result != 0 && [ENOTCONN, ECONNABORTED].contains(code), "stat: \(result), \(code)")
-    #expect(waited < .seconds(2), "the access waited \(waited)")
+    // start_timeout bounds the wait (the broken successor exits after 0.3 s), with a second's
+    // slack for a busy machine.
+    #expect(waited < .seconds(3), "the access waited \(waited)")
     #expect(eventually { fuseMount(at: mountpoint) == nil }, "the dead mount stayed")
     #expect(
       eventually { daemon.log.contains("start limit reached") },
