@@ -367,7 +367,8 @@ public struct MountMachine: Sendable {
   private mutating func stop(now: MonotonicInstant, then: AfterStop) -> [Effect] {
     switch phase {
     case .inactive, .exited, .failed, .backoff, .preparing:
-      if then == .restart { return beginRun(now: now) }
+      // A restart (a changed spec, an operator) starts anew: a held mount of the old worker ends.
+      if then == .restart { return (holdsConnection ? endMount() : []) + beginRun(now: now) }
       if case .exited = phase { return [] }
       if case .failed = phase { return [] }
       phase = .inactive

@@ -87,6 +87,18 @@ struct MountMachineResumeTests {
     #expect(harness.machine.state == .stopped)
   }
 
+  @Test("a restart while a successor is awaited (a reload changed the spec) starts anew")
+  func restartDuringBackoff() {
+    var harness = holding(makeSpec(restartDelay: .seconds(5)))
+    harness.send(.exited(.signaled(9), outputTail: []))
+    let restart = harness.send(.restart)
+    #expect(
+      restart.actions == [
+        .releaseConnection, .detachMount,
+        .inspectMountpoint(attempt: 2, mountpoint: harness.spec.mountpoint),
+      ])
+  }
+
   @Test("a clean stop of a worker that handed over its connection releases it")
   func cleanStopReleases() {
     var harness = holding()
