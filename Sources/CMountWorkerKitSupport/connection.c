@@ -64,7 +64,7 @@ static void populate(void *buffer, size_t length) {
 }
 
 /// Tells whether INIT offered FUSE_HAS_RESEND (flags2 bit 7, valid with FUSE_INIT_EXT).
-int mwk_init_offers_resend(const void *request, size_t length) {
+static int init_offers_resend(const void *request, size_t length) {
   if (length < sizeof(struct fuse_in_header) + 20) return 0;
   const unsigned char *bytes = request;
   uint32_t flags, flags2;
@@ -145,7 +145,7 @@ static ssize_t kit_writev(int fd, struct iovec *iov, int count, void *userdata) 
     if (!resumed) {
       size_t total = 0;
       for (int i = 0; i < count; i++) total += iov[i].iov_len;
-      if (mwk_init_offers_resend(init_request, init_length)) {
+      if (init_offers_resend(init_request, init_length)) {
         struct fuse_out_header resend = {.len = sizeof resend, .error = FUSE_NOTIFY_RESEND_CODE,
                                          .unique = 0};
         if (write(fd, &resend, sizeof resend) < 0)
@@ -246,8 +246,6 @@ int mwk_receive_connection(int supervisor_fd, int *fuse_fd, int *state, unsigned
   *length = count;
   return 0;
 }
-
-uint64_t mwk_current_unique(void) { return current_unique & ~(1ULL << 63); }
 
 int mwk_current_request_is_resent(void) { return (current_unique >> 63) != 0; }
 

@@ -89,12 +89,6 @@ int mwk_handle_of(int fd, void *handle, size_t capacity);
 /// CAP_DAC_READ_SEARCH); a descriptor or -1 with errno.
 int mwk_open_by_handle(int mount_fd, const void *handle, int flags);
 
-/// Whether the raw INIT request offers FUSE_HAS_RESEND.
-int mwk_init_offers_resend(const void *request, size_t length);
-
-/// The unique id of the request the calling thread is serving, without the resend bit.
-uint64_t mwk_current_unique(void);
-
 /// Whether the request the calling thread is serving was resent by the kernel after the
 /// worker that first read it died (FUSE_NOTIFY_RESEND): it may have been carried out already.
 int mwk_current_request_is_resent(void);
