@@ -382,11 +382,20 @@ public struct MountStatus: Codable, Sendable, Equatable {
   public var workerStatus: String?
   /// Times the mount was found hung (or aborted by an operator) and its connection aborted.
   public var hangs: Int
+  /// Crashes of a kit worker that a successor resumed on the live FUSE connection, without the
+  /// mount going away (counted among `restarts` too).
+  public var resumes: Int
+  /// Milliseconds from the last resumed crash to the successor's READY: how long accesses
+  /// waited.
+  public var lastResumeGapMilliseconds: Double?
+  /// The supervisor holds the worker's FUSE connection: a crash will be resumed.
+  public var holdsConnection: Bool
 
   public init(
     name: String, state: String, detail: String, pid: Int32?, uptimeSeconds: Double?, restarts: Int,
     mountpoint: String, required: Bool, stoppedByOperator: Bool, lastError: String?,
-    lastErrorOutput: [String], workerStatus: String?, hangs: Int = 0
+    lastErrorOutput: [String], workerStatus: String?, hangs: Int = 0, resumes: Int = 0,
+    lastResumeGapMilliseconds: Double? = nil, holdsConnection: Bool = false
   ) {
     self.name = name
     self.state = state
@@ -401,6 +410,31 @@ public struct MountStatus: Codable, Sendable, Equatable {
     self.lastErrorOutput = lastErrorOutput
     self.workerStatus = workerStatus
     self.hangs = hangs
+    self.resumes = resumes
+    self.lastResumeGapMilliseconds = lastResumeGapMilliseconds
+    self.holdsConnection = holdsConnection
+  }
+
+  /// Decodes a daemon's answer; one from before resumes existed has none.
+  public init(from decoder: any Decoder) throws {
+    let container = try decoder.container(keyedBy: CodingKeys.self)
+    name = try container.decode(String.self, forKey: .name)
+    state = try container.decode(String.self, forKey: .state)
+    detail = try container.decode(String.self, forKey: .detail)
+    pid = try container.decodeIfPresent(Int32.self, forKey: .pid)
+    uptimeSeconds = try container.decodeIfPresent(Double.self, forKey: .uptimeSeconds)
+    restarts = try container.decode(Int.self, forKey: .restarts)
+    mountpoint = try container.decode(String.self, forKey: .mountpoint)
+    required = try container.decode(Bool.self, forKey: .required)
+    stoppedByOperator = try container.decode(Bool.self, forKey: .stoppedByOperator)
+    lastError = try container.decodeIfPresent(String.self, forKey: .lastError)
+    lastErrorOutput = try container.decode([String].self, forKey: .lastErrorOutput)
+    workerStatus = try container.decodeIfPresent(String.self, forKey: .workerStatus)
+    resumes = try container.decodeIfPresent(Int.self, forKey: .resumes) ?? 0
+    lastResumeGapMilliseconds = try container.decodeIfPresent(
+      Double.self, forKey: .lastResumeGapMilliseconds)
+    holdsConnection = try container.decodeIfPresent(Bool.self, forKey: .holdsConnection) ?? false
+    hangs = try container.decodeIfPresent(Int.self, forKey: .hangs) ?? 0
   }
 
   public var isReady: Bool { state == "ready" }
@@ -412,6 +446,9 @@ public struct MountStatus: Codable, Sendable, Equatable {
     case lastError = "last_error"
     case lastErrorOutput = "last_error_output"
     case workerStatus = "worker_status"
+    case resumes
+    case lastResumeGapMilliseconds = "last_resume_gap_ms"
+    case holdsConnection = "holds_connection"
   }
 
   /// Writes nulls explicitly instead of leaving keys out.
@@ -430,6 +467,9 @@ public struct MountStatus: Codable, Sendable, Equatable {
     try container.encode(lastErrorOutput, forKey: .lastErrorOutput)
     try container.encode(workerStatus, forKey: .workerStatus)
     try container.encode(hangs, forKey: .hangs)
+    try container.encode(resumes, forKey: .resumes)
+    try container.encode(lastResumeGapMilliseconds, forKey: .lastResumeGapMilliseconds)
+    try container.encode(holdsConnection, forKey: .holdsConnection)
   }
 }
 

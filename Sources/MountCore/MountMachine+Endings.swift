@@ -34,7 +34,7 @@ extension MountMachine {
       let failure = Failure(
         summary: "\(status) before its mount was ready", workerError: words, errno: workerErrno,
         outputTail: outputTail, kind: Failure.Kind(status))
-      return [.cancelProbe, .detachMount] + afterFailure(failure, now: now)
+      return [.cancelProbe] + endMount() + afterFailure(failure, now: now)
     case .ready(_, let since):
       let served = now - since
       readyRunEnded(since: since, now: now)
@@ -44,24 +44,30 @@ extension MountMachine {
         errno: workerErrno, outputTail: outputTail, kind: Failure.Kind(status))
       if status.isSuccess, spec.restart != .always {
         phase = .exited(status)
-        return [
-          .detachMount,
-          .log(.notice, "worker \(status); restart = \(spec.restart.rawValue), not restarting"),
+        return endMount() + [
+          .log(.notice, "worker \(status); restart = \(spec.restart.rawValue), not restarting")
         ]
+      }
+      if holdsConnection {
+        let effects = afterFailure(failure, now: now, countsAsFailure: !status.isSuccess)
+        guard case .backoff = phase else { return endMount() + effects }
+        // The mount stays: accesses wait in the kernel's queue for the successor.
+        crashedAt = now
+        return effects
       }
       return [.detachMount] + afterFailure(failure, now: now, countsAsFailure: !status.isSuccess)
     case .stopping(let stopping):
       switch stopping.then {
       case .stay:
         phase = .inactive
-        return [.detachMount, .log(.info, "stopped (\(status))")]
+        return endMount() + [.log(.info, "stopped (\(status))")]
       case .restart:
-        return [.detachMount] + beginRun(now: now)
+        return endMount() + beginRun(now: now)
       case .retry(var failure):
         failure.workerError = failure.workerError ?? words
         failure.errno = failure.errno ?? workerErrno
         failure.outputTail = outputTail
-        return [.detachMount] + afterFailure(failure, now: now)
+        return endMount() + afterFailure(failure, now: now)
       }
     default:
       return []
@@ -93,7 +99,7 @@ extension MountMachine {
         workerError: workerError, errno: workerErrno, kind: .timeout)
       guard let pid = starting.pid else { return afterFailure(failure, now: now) }
       phase = .stopping(Stopping(pid: pid, stage: .killing, deadline: nil, then: .retry(failure)))
-      return [.log(.error, failure.summary), .cancelProbe, .signal(9), .detachMount]
+      return [.log(.error, failure.summary), .cancelProbe, .signal(9)] + endMount()
     case .backoff:
       return beginStart(now: now)
     case .stopping(var stopping):
@@ -116,8 +122,8 @@ extension MountMachine {
           .log(
             .warning,
             "worker did not exit within \(formatDuration(spec.stopTimeout)) of SIGTERM; sending SIGKILL"
-          ), .signal(9), .detachMount,
-        ]
+          ), .signal(9),
+        ] + endMount()
       case .killing:
         return []
       }
@@ -126,6 +132,15 @@ extension MountMachine {
     case .inactive, .exited, .failed:
       return []
     }
+  }
+
+  /// Detaches the worker's mount, releasing the held FUSE connection first: the effects that
+  /// end a mount for good.
+  mutating func endMount() -> [Effect] {
+    guard holdsConnection else { return [.detachMount] }
+    holdsConnection = false
+    crashedAt = nil
+    return [.releaseConnection, .detachMount]
   }
 
   /// A worker that stayed ready for `stableAfter` starts the restart delay over, however its run

@@ -51,6 +51,18 @@ extension MountMachine {
     case .probe: guard starting.probeAnswered else { return [] }
     }
     phase = .ready(pid: pid, since: now)
+    if starting.resuming, let crashedAt {
+      let gap = now - crashedAt
+      resumes += 1
+      lastResumeGap = gap
+      self.crashedAt = nil
+      return [
+        .log(
+          .notice,
+          "resumed: the successor serves the FUSE connection at \(spec.mountpoint), \(gap.milliseconds) ms after the crash"
+        )
+      ]
+    }
     let took = now - attemptStartedAt
     lastTimeToReady = took
     return [

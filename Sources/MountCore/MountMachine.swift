@@ -15,6 +15,9 @@ public struct MountMachine: Sendable, Codable {
     public var probeStarted = false
     public var probeAnswered = false
     public var lastProbeError: String?
+    /// The worker is a successor serving the held FUSE connection of a crashed one: the mount
+    /// is there from the start, and the attempt ends the resume when it fails.
+    public var resuming = false
   }
 
   public enum AfterStop: Equatable, Sendable, Codable {
@@ -102,6 +105,15 @@ public struct MountMachine: Sendable, Codable {
   public internal(set) var hangCheck: HangCheck?
   /// Times the mount was found hung and its connection aborted.
   public internal(set) var hangs = 0
+  /// The supervisor holds the worker's FUSE connection (the worker handed it over and the
+  /// kernel can resend requests): a crash is resumed by a successor instead of ending the mount.
+  public internal(set) var holdsConnection = false
+  /// Crashes resumed by a successor without the mount going away.
+  public internal(set) var resumes = 0
+  /// From the crash to the successor's READY, for the last resume.
+  public internal(set) var lastResumeGap: Duration?
+  /// When the worker whose connection is being resumed was seen gone.
+  var crashedAt: MonotonicInstant?
 
   public init(spec: MountSpec) {
     self.spec = spec
@@ -192,6 +204,8 @@ public struct MountMachine: Sendable, Codable {
     case hangProbeUnavailable(attempt: Int, String)
     /// An operator's `mountctl abort`: abort the connection and restart by the policy.
     case abort
+    /// The runtime holds the worker's FUSE connection, handed over with FUSE_HAS_RESEND.
+    case connectionHeld
   }
 
   public enum Effect: Equatable, Sendable {
@@ -208,6 +222,12 @@ public struct MountMachine: Sendable, Codable {
     case createMountpoint(attempt: Int, mountpoint: String, user: String?)
     /// Start a worker for this spec; answer `.spawned` or `.spawnFailed`.
     case spawn(attempt: Int, MountSpec)
+    /// Start a successor that serves the held FUSE connection instead of mounting; answer
+    /// `.spawned` or `.spawnFailed`.
+    case resume(attempt: Int, MountSpec)
+    /// Close the held FUSE connection. With no worker left serving it, the kernel aborts it:
+    /// waiting accesses fail instead of hanging. Always followed by `.detachMount`.
+    case releaseConnection
     /// Mode `probe`: check off the event loop that the daemon answers; retried by the runtime
     /// until it answers or the attempt ends.
     case startProbe(attempt: Int, mountpoint: String, probePath: String?)
@@ -273,7 +293,8 @@ public struct MountMachine: Sendable, Codable {
       return []
     case .spawnFailed(let failure):
       guard case .starting = phase else { return [] }
-      return afterFailure(failure, now: now)
+      // A successor that cannot even start ends the resume, as one that exits would.
+      return (holdsConnection ? endMount() : []) + afterFailure(failure, now: now)
     case .message(let message):
       return received(message, now: now)
     case .mountAppeared:
@@ -321,6 +342,12 @@ public struct MountMachine: Sendable, Codable {
       return []
     case .abort:
       return abortedByOperator(now: now)
+    case .connectionHeld:
+      guard pid != nil, !holdsConnection else { return [] }
+      holdsConnection = true
+      return [
+        .log(.info, "holding the worker's FUSE connection: a crash will be resumed, not detached")
+      ]
     }
   }
 
@@ -358,6 +385,20 @@ public struct MountMachine: Sendable, Codable {
     workerError = nil
     workerErrno = nil
     inspections = 0
+    if holdsConnection {
+      // The mount is still there, held: no preparation, the successor serves it.
+      var starting = Starting()
+      starting.mountSeen = true
+      starting.resuming = true
+      phase = .starting(attempt: attempt, deadline: now + spec.startTimeout, starting)
+      return [
+        .log(
+          .info,
+          "resuming the FUSE connection (attempt \(attemptInRun)): \(spec.command.joined(separator: " "))"
+        ),
+        .resume(attempt: attempt, spec),
+      ]
+    }
     phase = .preparing(attempt: attempt, deadline: now + spec.startTimeout)
     let note = attemptInRun > 1 ? " (attempt \(attemptInRun))" : ""
     return [
@@ -369,11 +410,13 @@ public struct MountMachine: Sendable, Codable {
   private mutating func stop(now: MonotonicInstant, then: AfterStop) -> [Effect] {
     switch phase {
     case .inactive, .exited, .failed, .backoff, .preparing:
-      if then == .restart { return beginRun(now: now) }
+      // A restart (a changed spec, an operator) starts anew: a held mount of the old worker ends.
+      if then == .restart { return (holdsConnection ? endMount() : []) + beginRun(now: now) }
       if case .exited = phase { return [] }
       if case .failed = phase { return [] }
       phase = .inactive
-      return []
+      // A stop between a crash and its successor ends the held mount too.
+      return holdsConnection ? endMount() : []
     case .starting(_, _, let starting):
       guard let pid = starting.pid else {
         phase = .inactive

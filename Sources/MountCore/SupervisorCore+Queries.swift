@@ -78,7 +78,9 @@ extension SupervisorCore {
       mountpoint: machine.spec.mountpoint, required: machine.spec.required,
       stoppedByOperator: held.contains(name), lastFailure: machine.lastFailure,
       workerStatus: machine.workerStatus, hangs: machine.hangs,
-      failureCounts: machine.failureCounts, lastTimeToReady: machine.lastTimeToReady)
+      failureCounts: machine.failureCounts, lastTimeToReady: machine.lastTimeToReady,
+      resumes: machine.resumes, lastResumeGap: machine.lastResumeGap,
+      holdsConnection: machine.holdsConnection)
   }
 
   /// Whether the mount's attempt still waits for its worker to be spawned (a stop may have
@@ -180,4 +182,9 @@ public struct MountReport: Equatable, Sendable {
   public var failureCounts: [Failure.Kind: Int]
   /// How long the last start that became ready took.
   public var lastTimeToReady: Duration?
+  /// Crashes resumed on the held FUSE connection, the gap of the last one, and whether the
+  /// connection is held now.
+  public var resumes = 0
+  public var lastResumeGap: Duration?
+  public var holdsConnection = false
 }

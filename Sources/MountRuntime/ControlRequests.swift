@@ -277,7 +277,10 @@ extension ControlServer {
         restarts: report.restarts, mountpoint: report.mountpoint, required: report.required,
         stoppedByOperator: report.stoppedByOperator, lastError: report.lastFailure?.description,
         lastErrorOutput: report.lastFailure?.outputTail ?? [], workerStatus: report.workerStatus,
-        hangs: report.hangs)
+        hangs: report.hangs, resumes: report.resumes,
+        lastResumeGapMilliseconds: report.lastResumeGap.map {
+          Double($0.nanosecondsClamped) / 1e6
+        }, holdsConnection: report.holdsConnection)
     }
   }
 }

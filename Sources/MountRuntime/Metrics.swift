@@ -13,7 +13,7 @@ import Prometheus
 /// Every value is constant while nothing happens (time since ready is exposed as the instant
 /// of readiness, not as a growing age), so that the file need not be rewritten while the
 /// supervisor is idle. A new failure kind is a new case of `Failure.Kind`; a new counter of the
-/// supervisor (resumes, upgrades) is one more field of ``Totals`` and one line in `expose`.
+/// supervisor is one more field of ``Totals`` and one line in `expose`.
 enum MetricsExposition {
   /// Counters of the supervisor as a whole, kept by the runtime.
   struct Totals: Equatable {
@@ -66,6 +66,7 @@ enum MetricsExposition {
         gauge(Name.mountState, [mount, ("state", state.rawValue)], report.state == state ? 1 : 0)
       }
       counter(Name.mountRestarts, [mount], report.restarts)
+      counter(Name.mountResumes, [mount], report.resumes)
       for kind in Failure.Kind.allCases {
         counter(
           Name.mountFailures, [mount, ("kind", kind.rawValue)], report.failureCounts[kind] ?? 0)
@@ -133,6 +134,13 @@ enum MetricsExposition {
       MetricNameDescriptor(
         namespace: "mountsup", subsystem: "mount", metricName: "restarts", unitName: "total",
         helpText: "Automatic restarts after failures (not those of operators or reloads).")
+    }
+    static var mountResumes: MetricNameDescriptor {
+      MetricNameDescriptor(
+        namespace: "mountsup", subsystem: "mount", metricName: "resumes", unitName: "total",
+        helpText:
+          "Crashes of the mount's worker that a successor resumed on the live FUSE connection (also counted as restarts)."
+      )
     }
     static var mountFailures: MetricNameDescriptor {
       MetricNameDescriptor(

@@ -129,7 +129,7 @@ final class MetricsListener {
     let received: Int?
     do {
       received = try buffer.withUnsafeMutableBytes { (raw) throws(RuntimeError) in
-        try client.fd.receive(into: raw)
+        try client.fd.read(into: raw)
       }
     } catch {
       drop(client)

@@ -36,7 +36,13 @@ extension Supervisor {
       }
       inbox.append(.mount(name, event, at: .now()))
     case .spawn(let attempt, let spec):
-      spawnQueue.append((name, attempt, spec))
+      spawnQueue.append((name, attempt, spec, false))
+    case .resume(let attempt, let spec):
+      spawnQueue.append((name, attempt, spec, true))
+    case .releaseConnection:
+      // The kernel aborts the connection once no worker holds it either (a successor being
+      // killed lets go when it dies).
+      heldConnections[name] = nil
     case .startProbe(let attempt, let mountpoint, let probePath):
       startProbe(for: name, attempt: attempt, mountpoint: mountpoint, probePath: probePath)
     case .cancelProbe:
@@ -202,12 +208,12 @@ extension Supervisor {
   func spawnSome() {
     var spawned = 0
     while spawnNext < spawnQueue.count, spawned < Self.spawnsPerTurn {
-      let (name, attempt, spec) = spawnQueue[spawnNext]
+      let (name, attempt, spec, resume) = spawnQueue[spawnNext]
       spawnNext += 1
       // The machine may have moved on (a stop) while the spawn waited its turn.
       guard core.awaitsSpawn(name, attempt: attempt) else { continue }
       spawned += 1
-      spawn(name, attempt: attempt, spec: spec)
+      spawn(name, attempt: attempt, spec: spec, resume: resume)
     }
     if spawnNext == spawnQueue.count {
       spawnQueue.removeAll(keepingCapacity: true)
@@ -215,12 +221,16 @@ extension Supervisor {
     }
   }
 
-  func spawn(_ name: String, attempt: Int, spec: MountSpec) {
+  func spawn(_ name: String, attempt: Int, spec: MountSpec, resume: Bool) {
     let id = nextWorkerID
     nextWorkerID += 1
     let event: MountMachine.Event
-    do {
-      let worker = try launch(spec, as: id)
+    do throws(RuntimeError) {
+      let connection = resume ? heldConnections[name] : nil
+      if resume, connection == nil {
+        throw RuntimeError(.spawn, "no held FUSE connection of \(name) to resume")
+      }
+      let worker = try launch(spec, as: id, resuming: connection)
       event = .spawned(pid: worker.pid)
     } catch {
       // A program moved or installed since is looked up again at the next start.
@@ -244,7 +254,10 @@ extension Supervisor {
   }
 
   /// Starts a worker and watches it; every descriptor made on the way closes if a step fails.
-  func launch(_ spec: MountSpec, as id: WorkerID) throws(RuntimeError) -> Worker {
+  /// With `connection`, a successor that serves that held connection instead of mounting.
+  func launch(_ spec: MountSpec, as id: WorkerID, resuming connection: HeldConnection? = nil)
+    throws(RuntimeError) -> Worker
+  {
     let notifySocket: WorkerNotifySocket?
     switch spec.readiness {
     case .notify: notifySocket = try WorkerNotifySocket(worker: id)
@@ -252,19 +265,23 @@ extension Supervisor {
     }
     var plan = try LaunchPlan(
       spec: spec, executable: executable(for: spec.command.first), inherited: inheritedEnvironment,
-      notifySocket: notifySocket?.address)
+      notifySocket: notifySocket?.address, resuming: connection != nil)
     plan.descriptorLimit = inheritedDescriptorLimit
     let (messages, theirMessages) = try Descriptor.socketPair(Int32(SOCK_SEQPACKET.rawValue))
+    try connection?.sendResume(on: messages)
     let (output, theirOutput) = try Descriptor.pipe()
     try output.setNonBlocking()
     routeMountChanges()
-    let baseline = Set(table.fuseMounts(at: spec.mountpoint).map(\.id))
+    // A successor's mount is the held one, already there: its own, not the baseline's.
+    var baseline = Set(table.fuseMounts(at: spec.mountpoint).map(\.id))
+    if let held = connection?.mountID { baseline.remove(held) }
     let (pid, pidfd) = try plan.launch(
       notify: theirMessages, output: theirOutput, slots: spawnSlots)
     let worker = Worker(
       id: id, mount: spec.name, pid: pid, pidfd: pidfd, messages: messages, output: output,
       mountpoint: spec.mountpoint, baseline: baseline)
     worker.notifySocket = notifySocket
+    worker.mountID = connection?.mountID
     do {
       try loop.add(pidfd, as: .workerExit(id))
       try loop.add(messages, as: .workerMessages(id))

@@ -152,8 +152,12 @@ extension Supervisor {
         Result { () throws(RuntimeError) in try messages.receive(into: buffer) }
       }
       switch got {
-      case .success(let count?) where count > 0:
+      case .success(let (count, descriptors)?) where count > 0:
         let message = WorkerMessage(datagram: readBuffer.prefix(count))
+        if let request = message.fuseInit, let fuse = descriptors.first {
+          takeConnection(
+            of: worker, fuse: fuse, state: descriptors.dropFirst().first, initRequest: request)
+        }
         if message.isEmpty {
           logger(for: worker.mount).debug("ignored a message without known keys")
         } else {
@@ -168,6 +172,29 @@ extension Supervisor {
         return
       }
     }
+  }
+
+  /// Keeps the FUSE connection a worker handed over, when the kernel can resend a crashed
+  /// worker's requests to a successor; otherwise lets it go (it closes with the wrappers) and
+  /// says once that crashes end mounts as before.
+  func takeConnection(
+    of worker: Worker, fuse: Descriptor, state: Descriptor?, initRequest: [UInt8]
+  ) {
+    guard WorkerMessage.initOffersResend(initRequest) else {
+      if !saidKernelCannotResend {
+        saidKernelCannotResend = true
+        logger.notice(
+          """
+          this kernel does not offer FUSE_HAS_RESEND (Linux 6.9 or later): workers that hand over \
+          their FUSE connection are still detached and restarted when they crash
+          """)
+      }
+      return
+    }
+    routeMountChanges()  // the worker's mount id, if the table change is not read yet
+    heldConnections[worker.mount] = HeldConnection(
+      fuse: fuse, state: state, initRequest: initRequest, mountID: worker.mountID)
+    inbox.append(.mount(worker.mount, .connectionHeld, at: .now()))
   }
 
   func readNotifySocket(of worker: Worker) {

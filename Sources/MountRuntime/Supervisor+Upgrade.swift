@@ -194,8 +194,13 @@ extension Supervisor {
         .init(mountpoint: $0.mountpoint, baseline: $0.baseline)
       },
       outputs: outputs, nextWorkerID: nextWorkerID, control: control, reload: reloads.record,
-      startedAt: startedAt, executablePath: executablePath, upgrades: upgrades,
-      hangCheckUnavailable: hangCheckUnavailable)
+      heldConnections: heldConnections.map { name, held in
+        UpgradeState.HeldRecord(
+          mount: name, fuse: held.fuse.raw, state: held.state?.raw, initRequest: held.initRequest,
+          mountID: held.mountID)
+      }, startedAt: startedAt, executablePath: executablePath, upgrades: upgrades,
+      hangCheckUnavailable: hangCheckUnavailable,
+      saidKernelCannotResend: saidKernelCannotResend)
   }
 
   /// Takes over from the binary an upgrade replaced: its workers with their descriptors, their
@@ -242,6 +247,13 @@ extension Supervisor {
       else { continue }
       orphanedOutputs[worker.id] = worker
     }
+    for record in state.heldConnections {
+      for fd in [record.fuse] + [record.state].compactMap({ $0 }) { mountsup_set_cloexec(fd, 1) }
+      heldConnections[record.mount] = HeldConnection(
+        fuse: Descriptor(record.fuse), state: record.state.map(Descriptor.init),
+        initRequest: record.initRequest, mountID: record.mountID)
+    }
+    saidKernelCannotResend = state.saidKernelCannotResend
     lastMountSite = state.lastMountSites.mapValues { ($0.mountpoint, $0.baseline) }
     outputs = state.outputs
     nextWorkerID = state.nextWorkerID
@@ -292,7 +304,7 @@ extension Supervisor {
       case .preparing(let attempt, _):
         inspect(machine.spec.mountpoint, for: name, attempt: attempt)
       case .starting(let attempt, _, let starting) where starting.pid == nil:
-        spawnQueue.append((name, attempt, machine.spec))
+        spawnQueue.append((name, attempt, machine.spec, starting.resuming))
       case .starting(let attempt, _, let starting)
       where starting.probeStarted && !starting.probeAnswered:
         startProbe(

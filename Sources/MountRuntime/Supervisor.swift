@@ -48,7 +48,7 @@ public final class Supervisor {
   /// What the loop has read and the core has not yet been told, in the order it was read.
   var inbox: [Input] = []
   var inboxNext = 0
-  var spawnQueue: [(name: String, attempt: Int, spec: MountSpec)] = []
+  var spawnQueue: [(name: String, attempt: Int, spec: MountSpec, resume: Bool)] = []
   var spawnNext = 0
 
   var workers: [WorkerID: Worker] = [:]
@@ -63,6 +63,10 @@ public final class Supervisor {
   /// follows its exit.
   var lastMountSite: [String: (mountpoint: String, baseline: Set<UInt64>)] = [:]
   var outputs: [String: OutputLog] = [:]
+  /// FUSE connections handed over by kit workers, by mount (see `HeldConnection`).
+  var heldConnections: [String: HeldConnection] = [:]
+  /// Whether the log has said that this kernel cannot resend requests (said once).
+  var saidKernelCannotResend = false
   var mountLoggers: [String: Logger] = [:]
   /// Executables by command, see `executable(for:)`.
   var resolvedCommands: [String: String] = [:]

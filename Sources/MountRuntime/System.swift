@@ -56,18 +56,21 @@ final class Descriptor: Hashable, CustomStringConvertible, @unchecked Sendable {
 }
 
 extension Descriptor {
-  /// One `recv` that does not wait, retried when interrupted: the byte count, 0 when the peer
-  /// closed, nil when nothing is there now (EAGAIN). Other errors are thrown.
-  func receive(into buffer: UnsafeMutableRawBufferPointer) throws(RuntimeError) -> Int? {
-    while true {
-      let count = recv(raw, buffer.baseAddress, buffer.count, Int32(MSG_DONTWAIT))
-      if count >= 0 { return count }
-      switch errno {
-      case EINTR: continue
-      case EAGAIN: return nil
-      case let code: throw RuntimeError(.io, "recv", errno: code)
-      }
+  /// One datagram, without waiting, with up to two descriptors passed along it (SCM_RIGHTS;
+  /// they close with their wrappers unless kept): the byte count, 0 when the peer closed, nil
+  /// when nothing is there now (EAGAIN). Retried when interrupted; other errors are thrown.
+  func receive(into buffer: UnsafeMutableRawBufferPointer) throws(RuntimeError) -> (
+    count: Int, descriptors: [Descriptor]
+  )? {
+    var passed: [Int32] = [-1, -1]
+    var passedCount: Int32 = 0
+    let count = mountsup_receive_with_fds(
+      raw, buffer.baseAddress, buffer.count, &passed, Int32(passed.count), &passedCount)
+    if count >= 0 {
+      return (count, passed.prefix(Int(passedCount)).map { Descriptor($0) })
     }
+    if errno == EAGAIN { return nil }
+    throw RuntimeError(.io, "recvmsg", errno: errno)
   }
 
   /// One `send` that does not wait (and raises no SIGPIPE), retried when interrupted: the bytes

@@ -32,12 +32,15 @@ struct UpgradeState: Codable {
   var nextWorkerID: Int
   var control: ControlRecord
   var reload: ReloadCoordinator.Record
+  /// FUSE connections handed over by kit workers: a crash after the upgrade is resumed too.
+  var heldConnections: [HeldRecord]
   var startedAt: Double
   /// The file the daemon was first started from: the default of every later upgrade, whatever
   /// `--binary` an earlier one ran.
   var executablePath: String
   var upgrades: Int
   var hangCheckUnavailable: String?
+  var saidKernelCannotResend: Bool
 
   /// The configuration that runs, without its mounts: each machine of the core carries its
   /// spec, so the specs travel once.
@@ -81,6 +84,14 @@ struct UpgradeState: Codable {
     var lines: LineSplitter
   }
 
+  struct HeldRecord: Codable {
+    var mount: String
+    var fuse: Int32
+    var state: Int32?
+    var initRequest: [UInt8]
+    var mountID: UInt64?
+  }
+
   struct MountSiteRecord: Codable {
     var mountpoint: String
     var baseline: Set<UInt64>
@@ -100,7 +111,8 @@ struct UpgradeState: Codable {
     let ofWorkers = (workers + orphanedOutputs).flatMap {
       [$0.pidfd, $0.messages, $0.output, $0.notifySocket].compactMap { $0 }
     }
-    return ofWorkers + [control.listener] + [control.requester].compactMap { $0 }
+    let held = heldConnections.flatMap { [$0.fuse] + [$0.state].compactMap { $0 } }
+    return ofWorkers + held + [control.listener] + [control.requester].compactMap { $0 }
   }
 
   /// Writes the state into a new memfd (kept open across exec) and returns it.

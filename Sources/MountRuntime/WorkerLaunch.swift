@@ -18,14 +18,17 @@ struct LaunchPlan {
   static let withheld: Set<String> = [
     "NOTIFY_SOCKET", "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "WATCHDOG_USEC", "WATCHDOG_PID",
     "JOURNAL_STREAM", "MOUNTSUP_NOTIFY_FD", "MOUNTSUP_NAME", "MOUNTSUP_MOUNTPOINT",
+    "MOUNTSUP_HANDOVER", "MOUNTSUP_RESUME",
   ]
 
   /// - Parameters:
   ///   - inherited: the supervisor's environment without `withheld` (see `workerEnvironment`).
   ///   - notifySocket: mode `notify`: the worker's own `NOTIFY_SOCKET` address.
+  ///   - resuming: the worker is a successor that serves a held FUSE connection, which waits
+  ///     as the first datagram on its fd 3 (`MOUNTSUP_RESUME=1`).
   init(
     spec: MountSpec, executable: String, inherited: [String: String],
-    notifySocket: String? = nil
+    notifySocket: String? = nil, resuming: Bool = false
   ) throws(RuntimeError) {
     self.executable = executable
     arguments = spec.command
@@ -55,6 +58,9 @@ struct LaunchPlan {
     variables["MOUNTSUP_NOTIFY_FD"] = "3"
     variables["MOUNTSUP_NAME"] = spec.name
     variables["MOUNTSUP_MOUNTPOINT"] = spec.mountpoint
+    // Kit workers hand over their FUSE connection only to a supervisor that takes it.
+    variables["MOUNTSUP_HANDOVER"] = "1"
+    if resuming { variables["MOUNTSUP_RESUME"] = "1" }
     if let notifySocket { variables["NOTIFY_SOCKET"] = notifySocket }
     for (key, value) in spec.environment { variables[key] = value }
     environment = variables.map { "\($0.key)=\($0.value)" }

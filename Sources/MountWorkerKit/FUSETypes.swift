@@ -312,4 +312,8 @@ public struct FUSERequest {
 
   /// Whether the caller has given up on this request (a signal interrupted its syscall).
   public var isInterrupted: Bool { fuse_req_interrupted(raw) != 0 }
+
+  /// Whether the kernel resent this request after the worker that first read it died
+  /// (`FUSE_NOTIFY_RESEND`): that worker may have carried it out already.
+  public var isResent: Bool { mwk_current_request_is_resent() != 0 }
 }

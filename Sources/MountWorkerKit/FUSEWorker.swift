@@ -66,16 +66,24 @@ public struct FUSEWorkerConfiguration: Sendable {
   public var handlesSignals: Bool
   /// Where readiness messages go; by default the supervisor's channel, if any.
   public var notifier: SupervisorNotifier
+  /// Hand the FUSE connection (and the ``FUSEPersistentState``, if attached) to the supervisor
+  /// when it offers to take it (`MOUNTSUP_HANDOVER=1`), so that a crash of this worker is
+  /// resumed by its successor instead of ending the mount.
+  /// Turn it on only for a file system whose node ids and handles keep their meaning for a
+  /// successor (see docs/worker-kit.md); requests resent after a crash must be safe to repeat.
+  public var handsOverConnection: Bool
 
   public init(
     maxThreads: Int = 10, maxIdleThreads: Int = 10, cloneDescriptor: Bool = false,
-    handlesSignals: Bool = true, notifier: SupervisorNotifier = .shared
+    handlesSignals: Bool = true, notifier: SupervisorNotifier = .shared,
+    handsOverConnection: Bool = false
   ) {
     self.maxThreads = maxThreads
     self.maxIdleThreads = maxIdleThreads
     self.cloneDescriptor = cloneDescriptor
     self.handlesSignals = handlesSignals
     self.notifier = notifier
+    self.handsOverConnection = handsOverConnection
   }
 }
 
@@ -97,6 +105,11 @@ public struct FUSEWorkerError: Error, Sendable, CustomStringConvertible {
 /// process gets SIGTERM/SIGINT/SIGHUP, speaking the readiness protocol on the way:
 /// `READY=1` from the FUSE `init` request (the mount is in mountinfo by then), `ERROR=`/`ERRNO=`
 /// before giving up, `STOPPING=1` when the session ends.
+///
+/// A worker the supervisor starts with `MOUNTSUP_RESUME=1` does not mount: it serves the live
+/// connection its crashed predecessor handed over (see
+/// ``FUSEWorkerConfiguration/handsOverConnection``), and the kernel resends the requests the
+/// predecessor had read but not answered.
 ///
 /// ```swift
 /// let worker = FUSEWorker(fileSystem: MyFS(), mountpoint: "/mnt/x",
@@ -165,7 +178,8 @@ public final class FUSEWorker: Sendable {
   }
 
   private func serve() throws(FUSEWorkerError) {
-    try checkMountpoint()
+    let resumed = ResumedConnection.shared
+    if resumed == nil { try checkMountpoint() }
     mwk_capture_fuse_log()
     mwk_clear_fuse_error()
 
@@ -203,14 +217,37 @@ public final class FUSEWorker: Sendable {
     }
     defer { if configuration.handlesSignals { fuse_remove_signal_handlers(session) } }
 
-    Glibc.errno = 0
-    guard fuse_session_mount(session, mountpoint) == 0 else {
-      let code = Glibc.errno
-      throw FUSEWorkerError(
-        "cannot mount \(mountpoint): "
-          + FUSEWorker.libfuseMessage(or: String(cString: strerror(code == 0 ? EIO : code))),
-        errno: code == 0 ? EIO : code)
+    if let resumed {
+      let code = resumed.initRequest.withUnsafeBytes {
+        mwk_session_resume(session, resumed.fuseDescriptor, $0.baseAddress, $0.count)
+      }
+      guard code == 0 else {
+        throw FUSEWorkerError(
+          "cannot resume the FUSE connection of \(mountpoint): "
+            + String(cString: strerror(code)), errno: code)
+      }
+    } else {
+      Glibc.errno = 0
+      guard fuse_session_mount(session, mountpoint) == 0 else {
+        let code = Glibc.errno
+        throw FUSEWorkerError(
+          "cannot mount \(mountpoint): "
+            + FUSEWorker.libfuseMessage(or: String(cString: strerror(code == 0 ? EIO : code))),
+          errno: code == 0 ? EIO : code)
+      }
+      if configuration.handsOverConnection, HandoverOffer.isOffered,
+        let channel = configuration.notifier.descriptor
+      {
+        let code = mwk_session_hand_over(
+          session, channel, FUSEPersistentState.current?.descriptor ?? -1)
+        guard code == 0 else {
+          fuse_session_unmount(session)
+          throw FUSEWorkerError(
+            "cannot route the FUSE connection: " + String(cString: strerror(code)), errno: code)
+        }
+      }
     }
+    // A resumed session has no mountpoint of its own to unmount: libfuse skips it.
     defer { fuse_session_unmount(session) }
 
     guard let loopConfiguration = fuse_loop_cfg_create() else {
@@ -220,7 +257,10 @@ public final class FUSEWorker: Sendable {
     fuse_loop_cfg_set_max_threads(loopConfiguration, UInt32(max(1, configuration.maxThreads)))
     fuse_loop_cfg_set_idle_threads(
       loopConfiguration, UInt32(max(1, configuration.maxIdleThreads)))
-    fuse_loop_cfg_set_clone_fd(loopConfiguration, configuration.cloneDescriptor ? 1 : 0)
+    // A clone of the descriptor would be a second device of the connection that the
+    // supervisor does not hold; a handed-over connection is served on the one it holds.
+    let clones = configuration.cloneDescriptor && !configuration.handsOverConnection
+    fuse_loop_cfg_set_clone_fd(loopConfiguration, clones && resumed == nil ? 1 : 0)
 
     let result = fuse_session_loop_mt(session, loopConfiguration)
     context.sendStopping()

@@ -40,6 +40,21 @@ private func replyListing(
 
 private func name(_ pointer: UnsafePointer<CChar>?) -> FUSEName { FUSEName(pointer!) }
 
+/// A request the kernel resent after the worker that first read it died may have been carried
+/// out already. For one that makes a name, `EEXIST` then means "done": it is answered with the
+/// entry (a lookup of the name). One that removes or moves a name answers `ENOENT` with success.
+private func repeatedEntry(
+  _ error: FUSEError, _ request: fuse_req_t?, _ fs: any FUSEFileSystem, parent: fuse_ino_t,
+  name entryName: UnsafePointer<CChar>?
+) throws(FUSEError) -> FUSEEntry {
+  guard error.errno == EEXIST, FUSERequest(request!).isResent else { throw error }
+  return try fs.lookup(FUSERequest(request!), parent: FUSEInode(parent), name: name(entryName))
+}
+
+private func repeatedRemoval(_ error: FUSEError, _ request: fuse_req_t?) -> Int32 {
+  error.errno == ENOENT && FUSERequest(request!).isResent ? 0 : error.errno
+}
+
 private func handle(_ info: UnsafeMutablePointer<fuse_file_info>?) -> UInt64 {
   info?.pointee.fh ?? 0
 }
@@ -115,9 +130,14 @@ extension SessionContext {
     ops.mknod = { req, parent, entryName, mode, device in
       let fs = SessionContext.of(req).fileSystem
       do throws(FUSEError) {
-        let entry = try fs.mknod(
-          FUSERequest(req!), parent: FUSEInode(parent), name: name(entryName), mode: mode,
-          device: device)
+        let entry: FUSEEntry
+        do throws(FUSEError) {
+          entry = try fs.mknod(
+            FUSERequest(req!), parent: FUSEInode(parent), name: name(entryName), mode: mode,
+            device: device)
+        } catch {
+          entry = try repeatedEntry(error, req, fs, parent: parent, name: entryName)
+        }
         replyEntry(req, entry, fs)
       } catch { fail(req, error) }
     }
@@ -125,8 +145,13 @@ extension SessionContext {
     ops.mkdir = { req, parent, entryName, mode in
       let fs = SessionContext.of(req).fileSystem
       do throws(FUSEError) {
-        let entry = try fs.mkdir(
-          FUSERequest(req!), parent: FUSEInode(parent), name: name(entryName), mode: mode)
+        let entry: FUSEEntry
+        do throws(FUSEError) {
+          entry = try fs.mkdir(
+            FUSERequest(req!), parent: FUSEInode(parent), name: name(entryName), mode: mode)
+        } catch {
+          entry = try repeatedEntry(error, req, fs, parent: parent, name: entryName)
+        }
         replyEntry(req, entry, fs)
       } catch { fail(req, error) }
     }
@@ -136,7 +161,7 @@ extension SessionContext {
       do throws(FUSEError) {
         try fs.unlink(FUSERequest(req!), parent: FUSEInode(parent), name: name(entryName))
         fuse_reply_err(req, 0)
-      } catch { fail(req, error) }
+      } catch { fuse_reply_err(req, repeatedRemoval(error, req)) }
     }
 
     ops.rmdir = { req, parent, entryName in
@@ -144,15 +169,20 @@ extension SessionContext {
       do throws(FUSEError) {
         try fs.rmdir(FUSERequest(req!), parent: FUSEInode(parent), name: name(entryName))
         fuse_reply_err(req, 0)
-      } catch { fail(req, error) }
+      } catch { fuse_reply_err(req, repeatedRemoval(error, req)) }
     }
 
     ops.symlink = { req, target, parent, entryName in
       let fs = SessionContext.of(req).fileSystem
       do throws(FUSEError) {
-        let entry = try fs.symlink(
-          FUSERequest(req!), target: name(target), parent: FUSEInode(parent),
-          name: name(entryName))
+        let entry: FUSEEntry
+        do throws(FUSEError) {
+          entry = try fs.symlink(
+            FUSERequest(req!), target: name(target), parent: FUSEInode(parent),
+            name: name(entryName))
+        } catch {
+          entry = try repeatedEntry(error, req, fs, parent: parent, name: entryName)
+        }
         replyEntry(req, entry, fs)
       } catch { fail(req, error) }
     }
@@ -165,15 +195,20 @@ extension SessionContext {
           newParent: FUSEInode(newParent), newName: name(newName),
           flags: FUSERenameFlags(rawValue: flags))
         fuse_reply_err(req, 0)
-      } catch { fail(req, error) }
+      } catch { fuse_reply_err(req, repeatedRemoval(error, req)) }
     }
 
     ops.link = { req, inode, newParent, newName in
       let fs = SessionContext.of(req).fileSystem
       do throws(FUSEError) {
-        let entry = try fs.link(
-          FUSERequest(req!), inode: FUSEInode(inode), newParent: FUSEInode(newParent),
-          newName: name(newName))
+        let entry: FUSEEntry
+        do throws(FUSEError) {
+          entry = try fs.link(
+            FUSERequest(req!), inode: FUSEInode(inode), newParent: FUSEInode(newParent),
+            newName: name(newName))
+        } catch {
+          entry = try repeatedEntry(error, req, fs, parent: newParent, name: newName)
+        }
         replyEntry(req, entry, fs)
       } catch { fail(req, error) }
     }

@@ -9,7 +9,8 @@ struct Status: ParsableCommand {
     abstract: "Show the state of the mounts (all, or those named).",
     discussion: """
       Columns: name, state (stopped, starting, ready, backoff, stopping, exited, failed), worker \
-      pid, time since the mount was confirmed ready, restarts, mountpoint, and the last failure in \
+      pid, time since the mount was confirmed ready, restarts (with "resumed N×, last gap M ms" \
+      for crashes resumed on the live FUSE connection), mountpoint, and the last failure in \
       the worker's own words ("stopped by operator" for a mount stopped with mountctl stop). \
       After an invalid reload, a line below the table says why it failed. --json prints the \
       documented JSON form (docs/control-protocol.md).
@@ -98,8 +99,7 @@ struct StatusTable {
       [
         mount.name, mount.state, mount.pid.map(String.init) ?? "-",
         mount.uptimeSeconds.map { formatDuration(.seconds(Int64($0))) } ?? "-",
-        String(mount.restarts),
-        mount.mountpoint, lastError(mount),
+        restarts(mount), mount.mountpoint, lastError(mount),
       ]
     }
     let widths = header.indices.map { column in
@@ -121,6 +121,13 @@ struct StatusTable {
   static func reloadFailure(in status: String) -> String? {
     guard let marker = status.firstRange(of: "last reload failed: ") else { return nil }
     return String(status[marker.upperBound...])
+  }
+
+  /// "4 (resumed 3×, last gap 6 ms)": resumed crashes are restarts the applications never saw.
+  private func restarts(_ mount: MountStatus) -> String {
+    guard mount.resumes > 0 else { return String(mount.restarts) }
+    let gap = mount.lastResumeGapMilliseconds.map { ", last gap \(Int($0.rounded())) ms" } ?? ""
+    return "\(mount.restarts) (resumed \(mount.resumes)×\(gap))"
   }
 
   private func lastError(_ mount: MountStatus) -> String {

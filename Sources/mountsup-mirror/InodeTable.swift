@@ -1,3 +1,4 @@
+import CMountWorkerKitSupport
 import Glibc
 import MountWorkerKit
 import Synchronization
@@ -18,18 +19,20 @@ struct SourceKey: Hashable, Sendable {
 }
 
 /// One file of SOURCE that the kernel knows: an `O_PATH` descriptor that keeps the file reachable
-/// (even after it is renamed or unlinked) without opening it for I/O. Its address is its FUSE
-/// node id, so reaching it from a request costs no lookup.
+/// (even after it is renamed or unlinked) without opening it for I/O, and its node id, the number
+/// of its record in the ``MirrorState``.
 final class MirrorNode: Sendable {
   let descriptor: Int32
   let key: SourceKey
+  let id: FUSEInode
   /// Until when (monotonic nanoseconds) the kernel holds a valid name and attributes for this
   /// file from our last entry reply; readdirplus leaves such entries out.
   private let freshUntil = Atomic<UInt64>(0)
 
-  init(descriptor: Int32, key: SourceKey) {
+  init(descriptor: Int32, key: SourceKey, id: FUSEInode) {
     self.descriptor = descriptor
     self.key = key
+    self.id = id
   }
 
   deinit { close(descriptor) }
@@ -46,73 +49,140 @@ func monotonicNanoseconds() -> UInt64 {
   return UInt64(time.tv_sec) * 1_000_000_000 + UInt64(time.tv_nsec)
 }
 
-/// The nodes the kernel holds, with their lookup counts. A node lives while its count is above
-/// zero; the kernel never uses a node id after forgetting it, so node ids can be addresses.
+/// The nodes the kernel holds, with their lookup counts, kept in the ``MirrorState`` so that a
+/// successor worker knows them: node id = record number + 2 (1 is the root). A node lives while
+/// its count is above zero. The open descriptors are this process's: a successor opens a node
+/// again from its file handle when the kernel first names it.
+///
+/// Lookup counts err on the side of keeping: FORGETs that a crashed worker had read are lost, and
+/// a lookup it had counted but not answered is counted again when resent. A node kept too long
+/// costs a record, never a wrong answer.
 final class InodeTable: Sendable {
-  private struct Slot {
-    let node: MirrorNode
-    var lookups: UInt64
+  private struct Live {
+    var byID: [UInt64: MirrorNode] = [:]
+    var byKey: [SourceKey: UInt64] = [:]
   }
 
   let root: MirrorNode
-  private let slots = Mutex<[SourceKey: Slot]>([:])
+  private let state: MirrorState
+  private let live = Mutex(Live())
+  /// SOURCE's root opened for reading: open_by_handle_at takes no `O_PATH` descriptor as the
+  /// filesystem's (EBADF). -1 if it cannot be opened; nodes then cannot be opened again.
+  private let mountDescriptor: Int32
 
-  init(root: MirrorNode) { self.root = root }
-
-  /// The node behind a node id the kernel sent.
-  @inline(__always)
-  func node(_ inode: FUSEInode) -> MirrorNode {
-    if inode == .root { return root }
-    return Unmanaged<MirrorNode>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(inode.rawValue))!)
-      .takeUnretainedValue()
-  }
-
-  func id(of node: MirrorNode) -> FUSEInode {
-    if node === root { return .root }
-    return FUSEInode(UInt64(UInt(bitPattern: Unmanaged.passUnretained(node).toOpaque())))
-  }
-
-  /// Counts one more lookup of the known file `key`; `nil` if the kernel does not know it.
-  func retainExisting(_ key: SourceKey) -> MirrorNode? {
-    if key == root.key { return root }
-    return slots.withLock { slots -> MirrorNode? in
-      guard slots[key] != nil else { return nil }
-      slots[key]!.lookups += 1
-      return slots[key]!.node
+  init(root: MirrorNode, state: MirrorState) {
+    self.root = root
+    self.state = state
+    mountDescriptor = openat(root.descriptor, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard state.isInherited else { return }
+    live.withLock { live in
+      for index in 0..<state.nodesUsed where state.lookups(ofNode: index) > 0 {
+        live.byKey[state.key(ofNode: index)] = UInt64(index + 2)
+      }
     }
   }
 
-  /// Counts one lookup of `node`'s file, adopting `node` if the file is new. When another
-  /// thread adopted the same file first, that node is counted and returned, and `node` is
-  /// dropped (closing its descriptor).
-  func retain(_ node: MirrorNode) -> MirrorNode {
-    if node.key == root.key { return root }
-    return slots.withLock { slots -> MirrorNode in
-      if slots[node.key] != nil {
-        slots[node.key]!.lookups += 1
-        return slots[node.key]!.node
-      }
-      slots[node.key] = Slot(node: node, lookups: 1)
+  /// The node behind a node id the kernel sent; opened from its record after a crash.
+  func node(_ inode: FUSEInode) throws(FUSEError) -> MirrorNode {
+    if inode == .root { return root }
+    let id = inode.rawValue
+    return try live.withLock { live throws(FUSEError) -> MirrorNode in
+      if let node = live.byID[id] { return node }
+      return try reopen(id, into: &live)
+    }
+  }
+
+  private func reopen(_ id: UInt64, into live: inout Live) throws(FUSEError) -> MirrorNode {
+    let index = Int(id) - 2
+    guard index >= 0, index < state.nodesUsed, state.lookups(ofNode: index) > 0 else {
+      throw FUSEError(ESTALE)
+    }
+    let descriptor = mwk_open_by_handle(
+      mountDescriptor, state.handle(ofNode: index).baseAddress, MWK_O_PATH | O_CLOEXEC)
+    guard descriptor >= 0 else { throw .current }
+    let node = MirrorNode(descriptor: descriptor, key: state.key(ofNode: index), id: FUSEInode(id))
+    live.byID[id] = node
+    return node
+  }
+
+  /// Counts one more lookup of the known file `key`; `nil` if the kernel does not know it.
+  func retainExisting(_ key: SourceKey) throws(FUSEError) -> MirrorNode? {
+    if key == root.key { return root }
+    return try live.withLock { live throws(FUSEError) -> MirrorNode? in
+      guard let id = live.byKey[key] else { return nil }
+      let node: MirrorNode
+      if let known = live.byID[id] { node = known } else { node = try reopen(id, into: &live) }
+      state.setLookups(ofNode: Int(id) - 2, state.lookups(ofNode: Int(id) - 2) + 1)
       return node
     }
   }
 
-  /// The known node of `key` without counting a lookup.
+  /// Counts one lookup of the file open as the `O_PATH` `descriptor`, which the table takes
+  /// over: a new node when the file is new, otherwise the known one (the descriptor closes).
+  func retain(_ descriptor: Int32, key: SourceKey) throws(FUSEError) -> MirrorNode {
+    if key == root.key {
+      close(descriptor)
+      return root
+    }
+    return try live.withLock { live throws(FUSEError) -> MirrorNode in
+      if let id = live.byKey[key] {
+        let index = Int(id) - 2
+        state.setLookups(ofNode: index, state.lookups(ofNode: index) + 1)
+        if let node = live.byID[id] {
+          close(descriptor)
+          return node
+        }
+        let node = MirrorNode(descriptor: descriptor, key: key, id: FUSEInode(id))
+        live.byID[id] = node
+        return node
+      }
+      let capacity = MirrorState.handleCapacity + 8
+      let index = try withUnsafeTemporaryAllocation(byteCount: capacity, alignment: 8) {
+        handle throws(FUSEError) -> Int in
+        let length = mwk_handle_of(descriptor, handle.baseAddress, capacity)
+        guard length > 0 else {
+          let error = FUSEError.current
+          close(descriptor)
+          throw error
+        }
+        guard
+          let index = state.allocateNode(
+            key, handle: UnsafeRawBufferPointer(rebasing: handle[..<Int(length)]))
+        else {
+          close(descriptor)
+          throw FUSEError(ENFILE)
+        }
+        return index
+      }
+      let id = UInt64(index + 2)
+      let node = MirrorNode(descriptor: descriptor, key: key, id: FUSEInode(id))
+      live.byID[id] = node
+      live.byKey[key] = id
+      return node
+    }
+  }
+
+  /// The known node of `key` without counting a lookup; nil if it is not open in this process.
   func peek(_ key: SourceKey) -> MirrorNode? {
-    slots.withLock { $0[key]?.node }
+    live.withLock { live in live.byKey[key].flatMap { live.byID[$0] } }
   }
 
   /// Gives back `count` lookups; the node is dropped at zero.
   func forget(_ inode: FUSEInode, count: UInt64) {
     guard inode != .root else { return }
-    let key = node(inode).key
-    let dropped = slots.withLock { slots -> Slot? in
-      guard let slot = slots[key] else { return nil }
-      if slot.lookups > count {
-        slots[key]!.lookups -= count
+    let id = inode.rawValue
+    let index = Int(id) - 2
+    let dropped = live.withLock { live -> MirrorNode? in
+      guard index >= 0, index < state.nodesUsed, case let lookups = state.lookups(ofNode: index),
+        lookups > 0
+      else { return nil }
+      if lookups > count {
+        state.setLookups(ofNode: index, lookups - count)
         return nil
       }
-      return slots.removeValue(forKey: key)
+      live.byKey[state.key(ofNode: index)] = nil
+      state.freeNode(index)
+      return live.byID.removeValue(forKey: id)
     }
     // The descriptor closes here, outside the lock.
     _ = dropped

@@ -75,8 +75,17 @@ struct MirrorCommand: ParsableCommand {
     umask(0)
     raiseDescriptorLimit()
 
+    // Node ids and open handles live in the state the supervisor keeps, so that a successor
+    // resumes this mount after a crash (handles are reopened by file handle, which takes root).
+    let state: MirrorState
+    do {
+      state = try MirrorState(FUSEPersistentState.attach(size: MirrorState.size))
+    } catch {
+      FUSEWorker.exit(failure: "cannot keep the mirror's state: \(error)", errno: ENOMEM)
+    }
     let fileSystem = MirrorFileSystem(
-      root: MirrorNode(descriptor: rootDescriptor, key: SourceKey(rootAttributes)),
+      root: MirrorNode(descriptor: rootDescriptor, key: SourceKey(rootAttributes), id: .root),
+      state: state,
       timeouts: MirrorTimeouts(
         attributes: options.attributeTimeout, entries: options.entryTimeout,
         negativeEntries: options.negativeTimeout))
@@ -87,7 +96,8 @@ struct MirrorCommand: ParsableCommand {
         readOnly: options.readOnly, allowOther: options.allowOther, defaultPermissions: true,
         additional: options.kernelFlags),
       configuration: FUSEWorkerConfiguration(
-        maxThreads: options.maxThreads, maxIdleThreads: options.maxThreads))
+        maxThreads: options.maxThreads, maxIdleThreads: options.maxThreads,
+        handsOverConnection: geteuid() == 0))
     worker.runAndExit()
   }
 

@@ -20,6 +20,7 @@ struct MirrorTimeouts: Sendable {
 /// user are given to that user when the worker runs as root.
 final class MirrorFileSystem: FUSEFileSystem {
   let nodes: InodeTable
+  let handles: OpenHandles
   let timeouts: MirrorTimeouts
   private let runsAsRoot = geteuid() == 0
 
@@ -30,8 +31,9 @@ final class MirrorFileSystem: FUSEFileSystem {
   private let localDevice: UInt64?
   private let descriptorsExhausted = Atomic<Bool>(false)
 
-  init(root: MirrorNode, timeouts: MirrorTimeouts) {
-    nodes = InodeTable(root: root)
+  init(root: MirrorNode, state: MirrorState, timeouts: MirrorTimeouts) {
+    nodes = InodeTable(root: root, state: state)
+    handles = OpenHandles(state: state, nodes: nodes)
     self.timeouts = timeouts
     // Capped at 30 years, which keeps the nanoseconds within UInt64.
     freshFor = UInt64(min(timeouts.attributes, timeouts.entries, 1e9) * 1e9)
@@ -81,7 +83,7 @@ final class MirrorFileSystem: FUSEFileSystem {
     guard fstatat(directory.descriptor, name, &attributes, AT_SYMLINK_NOFOLLOW) == 0 else {
       throw .current
     }
-    if let node = nodes.retainExisting(SourceKey(attributes)) {
+    if let node = try nodes.retainExisting(SourceKey(attributes)) {
       return entry(node, attributes)
     }
     let descriptor = openat(directory.descriptor, name, MWK_O_PATH | O_NOFOLLOW | O_CLOEXEC)
@@ -124,14 +126,14 @@ final class MirrorFileSystem: FUSEFileSystem {
         throw error
       }
     }
-    let node = nodes.retain(MirrorNode(descriptor: descriptor, key: SourceKey(attributes)))
+    let node = try nodes.retain(descriptor, key: SourceKey(attributes))
     return entry(node, attributes)
   }
 
   private func entry(_ node: MirrorNode, _ attributes: stat) -> FUSEEntry {
     node.markFresh(until: monotonicNanoseconds() + freshFor)
     return FUSEEntry(
-      inode: nodes.id(of: node), attributes: FUSEAttributes(attributes),
+      inode: node.id, attributes: FUSEAttributes(attributes),
       attributeTimeout: timeouts.attributes, entryTimeout: timeouts.entries)
   }
 
@@ -152,10 +154,11 @@ final class MirrorFileSystem: FUSEFileSystem {
     var attributes = stat()
     let result =
       if let handle {
-        fstat(Int32(truncatingIfNeeded: handle), &attributes)
+        fstat(try handles.file(handle), &attributes)
       } else {
         fstatat(
-          nodes.node(inode).descriptor, "", &attributes, MWK_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW)
+          try nodes.node(inode).descriptor, "", &attributes, MWK_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW
+        )
       }
     guard result == 0 else { throw .current }
     return FUSEAttributes(attributes)
@@ -164,8 +167,8 @@ final class MirrorFileSystem: FUSEFileSystem {
   func setattr(
     _ request: FUSERequest, inode: FUSEInode, changes: FUSESetAttributes, handle: UInt64?
   ) throws(FUSEError) -> FUSEAttributeReply {
-    let node = nodes.node(inode)
-    let file = handle.map { Int32(truncatingIfNeeded: $0) }
+    let node = try nodes.node(inode)
+    let file = try handle.map { handle throws(FUSEError) in try handles.file(handle) }
     // Ownership first: chown clears set-id bits that a chmod in the same request may set.
     if changes.uid != nil || changes.gid != nil {
       let uid = changes.uid ?? uid_t.max
@@ -209,10 +212,11 @@ final class MirrorFileSystem: FUSEFileSystem {
 
   func readlink(_ request: FUSERequest, inode: FUSEInode) throws(FUSEError) -> String {
     let capacity = Int(PATH_MAX) + 1
+    let node = try nodes.node(inode)
     return try withUnsafeTemporaryAllocation(of: UInt8.self, capacity: capacity) {
       buffer throws(FUSEError) -> String in
       let length = buffer.withMemoryRebound(to: CChar.self) {
-        readlinkat(nodes.node(inode).descriptor, "", $0.baseAddress!, capacity)
+        readlinkat(node.descriptor, "", $0.baseAddress!, capacity)
       }
       guard length >= 0 else { throw .current }
       guard length < capacity else { throw FUSEError(ENAMETOOLONG) }
@@ -225,7 +229,7 @@ final class MirrorFileSystem: FUSEFileSystem {
   func mknod(
     _ request: FUSERequest, parent: FUSEInode, name: FUSEName, mode: mode_t, device: dev_t
   ) throws(FUSEError) -> FUSEEntry {
-    let directory = nodes.node(parent)
+    let directory = try nodes.node(parent)
     guard mknodat(directory.descriptor, name.cString, mode, device) == 0 else { throw .current }
     try giveToCaller(request, directory: directory, name: name, removeFlags: 0)
     return try entry(in: directory, name: name)
@@ -234,7 +238,7 @@ final class MirrorFileSystem: FUSEFileSystem {
   func mkdir(_ request: FUSERequest, parent: FUSEInode, name: FUSEName, mode: mode_t)
     throws(FUSEError) -> FUSEEntry
   {
-    let directory = nodes.node(parent)
+    let directory = try nodes.node(parent)
     guard mkdirat(directory.descriptor, name.cString, mode) == 0 else { throw .current }
     try giveToCaller(request, directory: directory, name: name, removeFlags: AT_REMOVEDIR)
     return try entry(in: directory, name: name)
@@ -243,7 +247,7 @@ final class MirrorFileSystem: FUSEFileSystem {
   func symlink(_ request: FUSERequest, target: FUSEName, parent: FUSEInode, name: FUSEName)
     throws(FUSEError) -> FUSEEntry
   {
-    let directory = nodes.node(parent)
+    let directory = try nodes.node(parent)
     guard symlinkat(target.cString, directory.descriptor, name.cString) == 0 else {
       throw .current
     }
@@ -254,8 +258,8 @@ final class MirrorFileSystem: FUSEFileSystem {
   func link(_ request: FUSERequest, inode: FUSEInode, newParent: FUSEInode, newName: FUSEName)
     throws(FUSEError) -> FUSEEntry
   {
-    let node = nodes.node(inode)
-    let directory = nodes.node(newParent)
+    let node = try nodes.node(inode)
+    let directory = try nodes.node(newParent)
     let result = withProcPath(node.descriptor) {
       linkat(AT_FDCWD, $0, directory.descriptor, newName.cString, AT_SYMLINK_FOLLOW)
     }
@@ -264,11 +268,11 @@ final class MirrorFileSystem: FUSEFileSystem {
   }
 
   func unlink(_ request: FUSERequest, parent: FUSEInode, name: FUSEName) throws(FUSEError) {
-    guard unlinkat(nodes.node(parent).descriptor, name.cString, 0) == 0 else { throw .current }
+    guard unlinkat(try nodes.node(parent).descriptor, name.cString, 0) == 0 else { throw .current }
   }
 
   func rmdir(_ request: FUSERequest, parent: FUSEInode, name: FUSEName) throws(FUSEError) {
-    guard unlinkat(nodes.node(parent).descriptor, name.cString, AT_REMOVEDIR) == 0 else {
+    guard unlinkat(try nodes.node(parent).descriptor, name.cString, AT_REMOVEDIR) == 0 else {
       throw .current
     }
   }
@@ -279,7 +283,7 @@ final class MirrorFileSystem: FUSEFileSystem {
   ) throws(FUSEError) {
     guard
       mwk_renameat2(
-        nodes.node(parent).descriptor, name.cString, nodes.node(newParent).descriptor,
+        try nodes.node(parent).descriptor, name.cString, try nodes.node(newParent).descriptor,
         newName.cString, flags.rawValue) == 0
     else { throw .current }
   }
@@ -320,28 +324,37 @@ final class MirrorFileSystem: FUSEFileSystem {
     (flags & ~MWK_O_DIRECT) | O_CLOEXEC
   }
 
-  private func openReply(_ descriptor: Int32, flags: Int32, node: MirrorNode) -> FUSEOpenReply {
-    FUSEOpenReply(
-      handle: UInt64(descriptor), keepCache: true, directIO: flags & MWK_O_DIRECT != 0,
+  /// Records the open file under a handle that a successor worker can open again.
+  private func openReply(_ descriptor: Int32, flags: Int32, node: MirrorNode) throws(FUSEError)
+    -> FUSEOpenReply
+  {
+    let handle = try handles.add(.file(descriptor), node: node.id, flags: flags)
+    return FUSEOpenReply(
+      handle: handle, keepCache: true, directIO: flags & MWK_O_DIRECT != 0,
       noFlush: flags & O_ACCMODE == O_RDONLY || node.key.device == localDevice)
   }
 
   func open(_ request: FUSERequest, inode: FUSEInode, flags: Int32) throws(FUSEError)
     -> FUSEOpenReply
   {
-    let node = nodes.node(inode)
+    let node = try nodes.node(inode)
     // Through the magic link, which O_NOFOLLOW would refuse; it names the node's file itself.
     let descriptor = withProcPath(node.descriptor) {
       Glibc.open($0, ioFlags(flags) & ~O_NOFOLLOW)
     }
     guard descriptor >= 0 else { throw .current }
-    return openReply(descriptor, flags: flags, node: node)
+    do throws(FUSEError) {
+      return try openReply(descriptor, flags: flags, node: node)
+    } catch {
+      close(descriptor)
+      throw error
+    }
   }
 
   func create(
     _ request: FUSERequest, parent: FUSEInode, name: FUSEName, mode: mode_t, flags: Int32
   ) throws(FUSEError) -> (entry: FUSEEntry, open: FUSEOpenReply) {
-    let directory = nodes.node(parent)
+    let directory = try nodes.node(parent)
     // O_EXCL stays as asked; O_NOFOLLOW is added so that a symlink put into SOURCE behind the
     // kernel's back is never followed out of SOURCE by a root worker.
     let descriptor = openat(
@@ -351,7 +364,7 @@ final class MirrorFileSystem: FUSEFileSystem {
       try giveToCaller(
         request, directory: directory, name: name, removeFlags: 0, descriptor: descriptor)
       let entry = try node(for: descriptor, in: directory, name: name)
-      return (entry, openReply(descriptor, flags: flags, node: nodes.node(entry.inode)))
+      return (entry, try openReply(descriptor, flags: flags, node: nodes.node(entry.inode)))
     } catch {
       close(descriptor)
       throw error
@@ -382,33 +395,32 @@ final class MirrorFileSystem: FUSEFileSystem {
   func read(_ request: FUSERequest, inode: FUSEInode, handle: UInt64, offset: Int64, size: Int)
     throws(FUSEError) -> FUSEReadReply
   {
-    .file(descriptor: Int32(truncatingIfNeeded: handle), offset: offset, length: size)
+    .file(descriptor: try handles.file(handle), offset: offset, length: size)
   }
 
   func write(
     _ request: FUSERequest, inode: FUSEInode, handle: UInt64, offset: Int64,
     data: UnsafeRawBufferPointer
   ) throws(FUSEError) -> Int {
-    let written = pwrite(
-      Int32(truncatingIfNeeded: handle), data.baseAddress, data.count, off_t(offset))
+    let written = pwrite(try handles.file(handle), data.baseAddress, data.count, off_t(offset))
     guard written >= 0 else { throw .current }
     return written
   }
 
   func flush(_ request: FUSERequest, inode: FUSEInode, handle: UInt64) throws(FUSEError) {
     // Closing a duplicate reports errors SOURCE defers to close (NFS, for one) to the caller.
-    let duplicate = dup(Int32(truncatingIfNeeded: handle))
+    let duplicate = dup(try handles.file(handle))
     guard duplicate >= 0, close(duplicate) == 0 else { throw .current }
   }
 
   func release(inode: FUSEInode, handle: UInt64, flags: Int32) {
-    close(Int32(truncatingIfNeeded: handle))
+    handles.remove(handle)
   }
 
   func fsync(_ request: FUSERequest, inode: FUSEInode, handle: UInt64, dataOnly: Bool)
     throws(FUSEError)
   {
-    let descriptor = Int32(truncatingIfNeeded: handle)
+    let descriptor = try handles.file(handle)
     guard (dataOnly ? fdatasync(descriptor) : Glibc.fsync(descriptor)) == 0 else {
       throw .current
     }
@@ -418,7 +430,7 @@ final class MirrorFileSystem: FUSEFileSystem {
     _ request: FUSERequest, inode: FUSEInode, handle: UInt64, mode: Int32, offset: Int64,
     length: Int64
   ) throws(FUSEError) {
-    guard mwk_fallocate(Int32(truncatingIfNeeded: handle), mode, offset, length) == 0 else {
+    guard try mwk_fallocate(handles.file(handle), mode, offset, length) == 0 else {
       throw .current
     }
   }
@@ -428,10 +440,9 @@ final class MirrorFileSystem: FUSEFileSystem {
     offset sourceOffset: Int64, to target: FUSEInode, handle targetHandle: UInt64,
     offset targetOffset: Int64, length: Int, flags: UInt32
   ) throws(FUSEError) -> Int {
-    let copied = mwk_copy_file_range(
-      Int32(truncatingIfNeeded: sourceHandle), sourceOffset,
-      Int32(truncatingIfNeeded: targetHandle),
-      targetOffset, length, flags)
+    let copied = try mwk_copy_file_range(
+      handles.file(sourceHandle), sourceOffset, handles.file(targetHandle), targetOffset, length,
+      flags)
     guard copied >= 0 else { throw .current }
     return copied
   }
@@ -439,7 +450,7 @@ final class MirrorFileSystem: FUSEFileSystem {
   func lseek(
     _ request: FUSERequest, inode: FUSEInode, handle: UInt64, offset: Int64, whence: Int32
   ) throws(FUSEError) -> Int64 {
-    let result = Glibc.lseek(Int32(truncatingIfNeeded: handle), off_t(offset), whence)
+    let result = Glibc.lseek(try handles.file(handle), off_t(offset), whence)
     guard result >= 0 else { throw .current }
     return Int64(result)
   }
@@ -449,32 +460,24 @@ final class MirrorFileSystem: FUSEFileSystem {
   func opendir(_ request: FUSERequest, inode: FUSEInode, flags: Int32) throws(FUSEError)
     -> FUSEOpenReply
   {
-    let descriptor = openat(
-      nodes.node(inode).descriptor, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-    guard descriptor >= 0 else { throw .current }
-    guard let stream = fdopendir(descriptor) else {
-      let error = FUSEError.current
-      close(descriptor)
-      throw error
-    }
-    let directory = DirectoryHandle(stream: stream)
-    return FUSEOpenReply(
-      handle: UInt64(UInt(bitPattern: Unmanaged.passRetained(directory).toOpaque())))
+    let node = try nodes.node(inode)
+    let handle = try handles.add(
+      .directory(DirectoryHandle(opening: node)), node: node.id, flags: flags)
+    return FUSEOpenReply(handle: handle)
   }
 
-  private func directory(_ handle: UInt64) -> DirectoryHandle {
-    Unmanaged<DirectoryHandle>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(handle))!)
-      .takeUnretainedValue()
+  private func directory(_ handle: UInt64) throws(FUSEError) -> DirectoryHandle {
+    try handles.directory(handle)
   }
 
   func releasedir(inode: FUSEInode, handle: UInt64) {
-    Unmanaged<DirectoryHandle>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(handle))!).release()
+    handles.remove(handle)
   }
 
   func fsyncdir(_ request: FUSERequest, inode: FUSEInode, handle: UInt64, dataOnly: Bool)
     throws(FUSEError)
   {
-    let descriptor = dirfd(directory(handle).stream)
+    let descriptor = dirfd(try directory(handle).stream)
     guard (dataOnly ? fdatasync(descriptor) : Glibc.fsync(descriptor)) == 0 else {
       throw .current
     }
@@ -497,7 +500,7 @@ final class MirrorFileSystem: FUSEFileSystem {
     _ request: FUSERequest, inode: FUSEInode, handle: UInt64, offset: Int64,
     into buffer: inout FUSEDirectoryBuffer
   ) throws(FUSEError) {
-    let parent = nodes.node(inode)
+    let parent = try nodes.node(inode)
     let instant = monotonicNanoseconds()
     try directory(handle).list(from: offset) { entry, nextOffset throws(FUSEError) in
       try withDirentName(entry) { name throws(FUSEError) in
@@ -537,12 +540,12 @@ final class MirrorFileSystem: FUSEFileSystem {
 
   func statfs(_ request: FUSERequest, inode: FUSEInode) throws(FUSEError) -> statvfs {
     var statistics = statvfs()
-    guard fstatvfs(nodes.node(inode).descriptor, &statistics) == 0 else { throw .current }
+    guard fstatvfs(try nodes.node(inode).descriptor, &statistics) == 0 else { throw .current }
     return statistics
   }
 
   func access(_ request: FUSERequest, inode: FUSEInode, mask: Int32) throws(FUSEError) {
-    guard faccessat(nodes.node(inode).descriptor, "", mask, MWK_AT_EMPTY_PATH) == 0 else {
+    guard faccessat(try nodes.node(inode).descriptor, "", mask, MWK_AT_EMPTY_PATH) == 0 else {
       throw .current
     }
   }
@@ -551,7 +554,7 @@ final class MirrorFileSystem: FUSEFileSystem {
     _ request: FUSERequest, inode: FUSEInode, name: FUSEName, value: UnsafeRawBufferPointer,
     flags: Int32
   ) throws(FUSEError) {
-    let result = withProcPath(nodes.node(inode).descriptor) {
+    let result = try withProcPath(nodes.node(inode).descriptor) {
       CMountWorkerKitSupport.setxattr($0, name.cString, value.baseAddress, value.count, flags)
     }
     guard result == 0 else { throw .current }
@@ -561,7 +564,7 @@ final class MirrorFileSystem: FUSEFileSystem {
     _ request: FUSERequest, inode: FUSEInode, name: FUSEName,
     into buffer: UnsafeMutableRawBufferPointer
   ) throws(FUSEError) -> Int {
-    let length = withProcPath(nodes.node(inode).descriptor) {
+    let length = try withProcPath(nodes.node(inode).descriptor) {
       CMountWorkerKitSupport.getxattr($0, name.cString, buffer.baseAddress, buffer.count)
     }
     guard length >= 0 else { throw .current }
@@ -571,7 +574,7 @@ final class MirrorFileSystem: FUSEFileSystem {
   func listxattr(
     _ request: FUSERequest, inode: FUSEInode, into buffer: UnsafeMutableRawBufferPointer
   ) throws(FUSEError) -> Int {
-    let length = withProcPath(nodes.node(inode).descriptor) {
+    let length = try withProcPath(nodes.node(inode).descriptor) {
       CMountWorkerKitSupport.listxattr(
         $0, buffer.baseAddress?.assumingMemoryBound(to: CChar.self), buffer.count)
     }
@@ -580,7 +583,7 @@ final class MirrorFileSystem: FUSEFileSystem {
   }
 
   func removexattr(_ request: FUSERequest, inode: FUSEInode, name: FUSEName) throws(FUSEError) {
-    let result = withProcPath(nodes.node(inode).descriptor) {
+    let result = try withProcPath(nodes.node(inode).descriptor) {
       CMountWorkerKitSupport.removexattr($0, name.cString)
     }
     guard result == 0 else { throw .current }
@@ -607,6 +610,18 @@ final class DirectoryHandle: Sendable {
   private let position = Mutex<Int64>(0)
 
   init(stream: OpaquePointer) { self.stream = stream }
+
+  /// Opens the directory `node` for listing.
+  convenience init(opening node: MirrorNode) throws(FUSEError) {
+    let descriptor = openat(node.descriptor, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard descriptor >= 0 else { throw .current }
+    guard let stream = fdopendir(descriptor) else {
+      let error = FUSEError.current
+      close(descriptor)
+      throw error
+    }
+    self.init(stream: stream)
+  }
 
   deinit { closedir(stream) }
 

@@ -121,6 +121,7 @@ struct StatusTests {
       let keys: Set<String> = [
         "name", "state", "detail", "pid", "uptime_seconds", "restarts", "mountpoint", "required",
         "stopped_by_operator", "last_error", "last_error_output", "worker_status", "hangs",
+        "resumes", "last_resume_gap_ms", "holds_connection",
       ]
       for mount in list { #expect(Set(mount.keys) == keys, "every key is always present") }
 

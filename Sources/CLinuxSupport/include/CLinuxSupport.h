@@ -101,4 +101,13 @@ pid_t mountsup_session_of(pid_t pid);
 /// ends afterwards. -1 with errno on error.
 int mountsup_thread_assume_ids(uid_t uid, gid_t gid);
 
+/// Receives one datagram without waiting, with up to `capacity` descriptors passed along
+/// (SCM_RIGHTS, close-on-exec; further ones are closed). Returns the length, or -1 with errno.
+ssize_t mountsup_receive_with_fds(int fd, void *buffer, size_t length, int *fds, int capacity,
+                                  int *count);
+
+/// Sends one datagram without waiting, passing `count` (at most 8) descriptors along.
+/// 0 or an errno.
+int mountsup_send_with_fds(int fd, const void *buffer, size_t length, const int *fds, int count);
+
 #endif

@@ -10,6 +10,7 @@
 #include <sys/xattr.h>
 
 struct fuse_req;
+struct fuse_session;
 
 // Linux ABI constants that Glibc only declares under _GNU_SOURCE.
 // support.c checks each value against the system headers at compile time.
@@ -53,5 +54,43 @@ size_t mwk_last_fuse_error(char *buffer, size_t capacity);
 
 /// Forgets the remembered libfuse error message.
 void mwk_clear_fuse_error(void);
+
+// MARK: Handing the connection over and resuming it (connection.c)
+
+/// The largest FUSE_INIT request kept (header and the kernel's fuse_init_in).
+#define MWK_INIT_REQUEST_MAX 256
+/// FUSE_NOTIFY_RESEND (protocol 7.40), missing from Debian 12's <linux/fuse.h>.
+#define FUSE_NOTIFY_RESEND_CODE 7
+
+/// A fresh session, right after fuse_session_mount: keeps the kernel's INIT request and, once
+/// libfuse has answered it, sends `FUSE_CONNECTION=1` and `FUSE_INIT=<hex>` with the /dev/fuse
+/// descriptor and `state_fd` (if >= 0) as SCM_RIGHTS on `supervisor_fd`. 0 or an errno.
+int mwk_session_hand_over(struct fuse_session *session, int supervisor_fd, int state_fd);
+
+/// A session on a connection another worker initialised, instead of fuse_session_mount: feeds
+/// `request` (the saved INIT) to libfuse, swallows its reply, sends FUSE_NOTIFY_RESEND when
+/// INIT offered FUSE_HAS_RESEND, then passes everything through. 0 or an errno.
+int mwk_session_resume(struct fuse_session *session, int fuse_fd, const void *request,
+                       size_t length);
+
+/// Receives the supervisor's resume datagram on `supervisor_fd`: the /dev/fuse descriptor, the
+/// state descriptor (-1 if none) and the INIT request (up to `capacity` bytes). 0 or an errno.
+int mwk_receive_connection(int supervisor_fd, int *fuse_fd, int *state_fd,
+                           unsigned char *request, size_t capacity, size_t *length);
+
+/// memfd_create(name, MFD_CLOEXEC): a descriptor of anonymous shared memory, or -1 with errno.
+int mwk_memfd(const char *name);
+
+/// name_to_handle_at(fd, "", AT_EMPTY_PATH): writes a `struct file_handle` of the file open as
+/// `fd` into `handle` and returns its whole length, or -1 with errno.
+int mwk_handle_of(int fd, void *handle, size_t capacity);
+
+/// open_by_handle_at(mount_fd, handle, flags) of a handle from mwk_handle_of (needs
+/// CAP_DAC_READ_SEARCH); a descriptor or -1 with errno.
+int mwk_open_by_handle(int mount_fd, const void *handle, int flags);
+
+/// Whether the request the calling thread is serving was resent by the kernel after the
+/// worker that first read it died (FUSE_NOTIFY_RESEND): it may have been carried out already.
+int mwk_current_request_is_resent(void);
 
 #endif
