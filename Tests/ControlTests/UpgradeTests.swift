@@ -225,6 +225,40 @@ struct UpgradeTests {
     }
   }
 
+  @Test("a held FUSE connection crosses the upgrade: a crash after it is still resumed")
+  func heldConnectionCrossesTheUpgrade() async throws {
+    let daemon = try TestDaemon()
+    defer { daemon.finish() }
+    let source = daemon.directory + "/source"
+    try FileManager.default.createDirectory(atPath: source, withIntermediateDirectories: true)
+    try "kept\n".write(toFile: source + "/data", atomically: true, encoding: .utf8)
+    try daemon.write(sections: [
+      mountSection(
+        "mirror", at: daemon.mountpoint("mirror"),
+        command: [binDirectory + "/mountsup-mirror", source, "{mountpoint}"],
+        ["restart_delay": "\"0s\""])
+    ])
+    try await daemon.start()
+    #expect(try await daemon.ctl("wait-ready").status == 0)
+    try await waitFor("the connection held") { try daemon.mount("mirror").holdsConnection }
+    let before = try daemon.mount("mirror")
+    let mountID = try #require(fuseMount(at: daemon.mountpoint("mirror"))?.id)
+    // A file kept open across the upgrade and the crash.
+    let held = try FileHandle(
+      forReadingFrom: URL(fileURLWithPath: daemon.mountpoint("mirror") + "/data"))
+    defer { try? held.close() }
+
+    #expect(try await daemon.ctl("upgrade").status == 0)
+    #expect(try daemon.mount("mirror").holdsConnection, "still held by the new binary")
+    kill(before.pid!, SIGKILL)
+    try await waitFor("the crash resumed") {
+      let now = try daemon.mount("mirror")
+      return now.isReady && now.resumes == 1 && now.pid != before.pid
+    }
+    #expect(fuseMount(at: daemon.mountpoint("mirror"))?.id == mountID, "the same mount")
+    #expect(try held.readToEnd() == Data("kept\n".utf8), "the open file still reads")
+  }
+
   @Test("SIGUSR2 upgrades to the file the daemon was started from")
   func upgradeOnSIGUSR2() async throws {
     try await withDaemon([TestMount(name: "alpha")]) { daemon in
