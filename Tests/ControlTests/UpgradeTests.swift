@@ -295,10 +295,9 @@ struct UpgradeTests {
     kill(crashed.pid!, SIGKILL)
     try await waitFor("crashed in backoff") { try daemon.mount("crashed").state == "backoff" }
     #expect(try await daemon.ctl("stop", "stopping", "--no-block").status == 0)
+    // Its new worker mounts 1.5 s after the spawn: mid-start when the upgrade comes (unless a
+    // busy machine keeps this test away that long).
     try await daemon.ctl("restart", "slow", "--no-block")
-    #expect(
-      try daemon.mount("slow").state == "starting" || (try daemon.mount("slow").state) == "stopping"
-    )
 
     // A client waiting for a mount is told "upgrading" and asks the new binary again.
     let waiting = try daemon.spawnCtl(["wait-ready", "slow"])
