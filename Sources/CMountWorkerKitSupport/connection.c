@@ -10,7 +10,9 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -73,6 +75,15 @@ static int init_offers_resend(const void *request, size_t length) {
   return (flags & (1u << 30)) != 0 && (flags2 & (1u << 7)) != 0;
 }
 
+/// Once the supervisor holds the connection, the worker must not unmount when the supervisor
+/// dies (SIGTERM, the death signal it was started with, makes libfuse unmount): a supervisor
+/// restarted by systemd finds the connection in its fd store and resumes the mount. Without
+/// one, the connection dies with the last process holding it, and the next start detaches it.
+static void die_with_the_supervisor(void) {
+  if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
+    fprintf(stderr, "fuse: cannot set the death signal: %s\n", strerror(errno));
+}
+
 static void hand_over(int fuse_fd) {
   static const char hex[] = "0123456789abcdef";
   char message[64 + 2 * MWK_INIT_REQUEST_MAX];
@@ -96,8 +107,11 @@ static void hand_over(int fuse_fd) {
   cmsg->cmsg_type = SCM_RIGHTS;
   cmsg->cmsg_len = CMSG_LEN(sizeof(int) * count);
   memcpy(CMSG_DATA(cmsg), fds, sizeof(int) * count);
-  if (sendmsg(notify_fd, &msg, MSG_NOSIGNAL) < 0)
+  if (sendmsg(notify_fd, &msg, MSG_NOSIGNAL) < 0) {
     fprintf(stderr, "fuse: cannot hand the connection to the supervisor: %s\n", strerror(errno));
+    return;
+  }
+  die_with_the_supervisor();
 }
 
 static ssize_t kit_read(int fd, void *buffer, size_t length, void *userdata) {
@@ -191,6 +205,7 @@ int mwk_session_resume(struct fuse_session *session, int fuse_fd, const void *re
   const struct fuse_in_header *header = request;
   if (header->opcode != FUSE_INIT) return EINVAL;
   mode = MODE_RESUMED;
+  die_with_the_supervisor();
   memcpy(init_request, request, length);
   init_length = length;
   init_unique = header->unique;

@@ -366,6 +366,16 @@ public struct MountMachine: Sendable, Codable {
     }
   }
 
+  /// A connection an earlier run of the supervisor held (systemd's fd store gave it back): the
+  /// mount is there and its worker is gone, so the first start resumes it, as after a crash,
+  /// instead of preparing the mountpoint. Only before that start.
+  public mutating func adoptHeldConnection(now: MonotonicInstant) -> Bool {
+    guard phase == .inactive, attempt == 0 else { return false }
+    holdsConnection = true
+    crashedAt = now
+    return true
+  }
+
   /// A start asked for by an operator or a reload: a new run, with a fresh start limit and
   /// restart delay; it is not counted as a restart.
   mutating func beginRun(now: MonotonicInstant) -> [Effect] {

@@ -98,6 +98,18 @@ public struct SupervisorCore: Sendable {
     return effects + settle(now: now)
   }
 
+  /// Before `begin`: the mount's first start resumes a connection an earlier run held (see
+  /// `MountMachine.adoptHeldConnection`); false when the mount cannot take it.
+  public mutating func adoptHeldConnection(_ name: String, now: MonotonicInstant) -> Bool {
+    guard machines[name] != nil else { return false }
+    var adopted = false
+    _ = update(name) { machine in
+      adopted = machine.adoptHeldConnection(now: now)
+      return []
+    }
+    return adopted
+  }
+
   /// Stops everything, children first; ends with `.exit`.
   public mutating func shutdown(now: MonotonicInstant) -> [Effect] {
     shuttingDown = true

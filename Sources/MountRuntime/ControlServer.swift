@@ -151,7 +151,7 @@ final class ControlServer {
   /// - Parameter adopting: the listening socket an upgrade handed over; nil opens one.
   init(
     host: any ControlHost, loop: EventLoop, logger: Logger,
-    adopting carried: UpgradeState.ControlRecord? = nil
+    adopting carried: UpgradeState.ControlRecord? = nil, passed: PassedDescriptors = .init()
   ) throws {
     self.host = host
     self.loop = loop
@@ -164,7 +164,8 @@ final class ControlServer {
       socket = ControlSocket(fd: Descriptor(carried.listener), path: carried.path, ownFile: ownFile)
     } else {
       socket = try ControlSocket.open(
-        settings: host.currentConfiguration.supervisor, logger: logger)
+        settings: host.currentConfiguration.supervisor, passed: passed.controlSocket,
+        unusedSockets: passed.unusedSockets, logger: logger)
     }
     do {
       try loop.add(socket.fd, as: .controlListener)

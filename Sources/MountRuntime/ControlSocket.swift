@@ -13,13 +13,12 @@ struct ControlSocket {
   /// exit; nil for a socket the service manager passed (it owns the file).
   let ownFile: (device: UInt64, inode: UInt64)?
 
-  /// A socket passed by systemd (`LISTEN_PID`/`LISTEN_FDS`, fd 3) if there is one, else a new
-  /// one at `settings.controlSocket`.
-  static func open(settings: SupervisorSettings, logger: Logger) throws -> ControlSocket {
-    // Also unsets LISTEN_PID/LISTEN_FDS, so nothing started later mistakes fd 3 for its own.
-    let passed = sd_listen_fds(1)
-    if passed > 0 {
-      let fd = Descriptor(SD_LISTEN_FDS_START)
+  /// The socket systemd passed (socket activation) if there is one, else a new one at
+  /// `settings.controlSocket`.
+  static func open(
+    settings: SupervisorSettings, passed: Descriptor?, unusedSockets: Int, logger: Logger
+  ) throws -> ControlSocket {
+    if let fd = passed {
       guard sd_is_socket_unix(fd.raw, Int32(SOCK_STREAM.rawValue), 1, nil, 0) > 0 else {
         throw RuntimeError(
           .controlSocket,
@@ -27,9 +26,9 @@ struct ControlSocket {
           errno: ENOTSOCK)
       }
       try fd.setNonBlocking()
-      if passed > 1 {
+      if unusedSockets > 0 {
         logger.warning(
-          "the service manager passed \(passed) sockets; only the first (fd 3) is used")
+          "the service manager passed \(unusedSockets + 1) sockets; only the first (\(fd)) is used")
       }
       logger.info("control socket passed by the service manager (\(fd))")
       return ControlSocket(fd: fd, path: settings.controlSocket, ownFile: nil)

@@ -146,6 +146,38 @@ final class ServiceNotifier {
     send(["STOPPING=1", "STATUS=\(text)"])
   }
 
+  /// Puts descriptors in the service manager's fd store under `name` (`FDSTORE=1`), so that
+  /// they survive a crash of this process and come back at its restart (`LISTEN_FDNAMES`).
+  /// Waits up to a second for room in the receiver's queue; false when they could not go.
+  @discardableResult
+  func store(_ descriptors: [Int32], name: String) -> Bool {
+    guard isEnabled, Self.isValidStoreName(name), let socket = socket ?? (connect() ? socket : nil)
+    else { return false }
+    let message = Array("FDSTORE=1\nFDNAME=\(name)".utf8)
+    for _ in 0..<10 {
+      let code = message.withUnsafeBytes {
+        mountsup_send_with_fds(
+          socket.raw, $0.baseAddress, $0.count, descriptors, Int32(descriptors.count))
+      }
+      guard code == EAGAIN else { return code == 0 }
+      var writable = pollfd(fd: socket.raw, events: Int16(POLLOUT), revents: 0)
+      _ = poll(&writable, 1, 100)
+    }
+    return false
+  }
+
+  /// Takes descriptors out of the fd store.
+  func forgetStored(name: String) {
+    guard Self.isValidStoreName(name) else { return }
+    send(["FDSTOREREMOVE=1", "FDNAME=\(name)"])
+  }
+
+  /// systemd's rule for FDNAME: 1 to 255 printable ASCII characters, no colon.
+  static func isValidStoreName(_ name: String) -> Bool {
+    !name.isEmpty && name.utf8.count <= 255
+      && name.utf8.allSatisfy { $0 >= 0x20 && $0 < 0x7F && $0 != UInt8(ascii: ":") }
+  }
+
   /// RELOADING=1 with the MONOTONIC_USEC systemd ≥ 253 wants; older ones ignore the extra key.
   func reloading() {
     var spec = timespec()

@@ -42,7 +42,9 @@ extension Supervisor {
     case .releaseConnection:
       // The kernel aborts the connection once no worker holds it either (a successor being
       // killed lets go when it dies).
-      heldConnections[name] = nil
+      if heldConnections.removeValue(forKey: name) != nil {
+        HeldConnection.forgetStored(in: notifier, for: name)
+      }
     case .startProbe(let attempt, let mountpoint, let probePath):
       startProbe(for: name, attempt: attempt, mountpoint: mountpoint, probePath: probePath)
     case .cancelProbe:

@@ -192,8 +192,10 @@ extension Supervisor {
       return
     }
     routeMountChanges()  // the worker's mount id, if the table change is not read yet
-    heldConnections[worker.mount] = HeldConnection(
+    let held = HeldConnection(
       fuse: fuse, state: state, initRequest: initRequest, mountID: worker.mountID)
+    heldConnections[worker.mount] = held
+    held.store(in: notifier, for: worker.mount, logger: logger(for: worker.mount))
     inbox.append(.mount(worker.mount, .connectionHeld, at: .now()))
   }
 
@@ -343,6 +345,44 @@ extension Supervisor {
         connection(of: worker) == report.connection
       else { continue }
       inbox.append(.mount(report.name, .requestsWaiting(report.waiting), at: now))
+    }
+  }
+}
+
+/// Connections an earlier run held, given back by systemd's fd store at this start.
+extension Supervisor {
+  /// Each configured mount whose connection came back, with its mount still in the table, is
+  /// resumed by its first worker instead of being detached and mounted anew; the rest is let go
+  /// (the kernel aborts a connection no one holds) and taken out of the store.
+  func adoptStoredConnections(_ stored: [String: Descriptor]) {
+    guard !stored.isEmpty else { return }
+    typealias Role = HeldConnection.StoredRole
+    var mounts = Set<String>()
+    for name in stored.keys {
+      for role in Role.allCases where name.hasPrefix(role.rawValue + ".") {
+        mounts.insert(String(name.dropFirst(role.rawValue.count + 1)))
+      }
+    }
+    routeMountChanges()
+    let now = MonotonicInstant.now()
+    for mount in mounts.sorted() {
+      let fuse = stored[Role.fuse.name(for: mount)]
+      let request = stored[Role.initRequest.name(for: mount)].map(HeldConnection.contents(of:))
+      let entry = core.machines[mount].flatMap { table.fuseMounts(at: $0.spec.mountpoint).last }
+      guard let fuse, let request, !request.isEmpty, let entry,
+        core.adoptHeldConnection(mount, now: now)
+      else {
+        logger(for: mount).notice(
+          "an earlier mountsupd held this mount's FUSE connection; it is not resumed (the mount or its configuration is gone)"
+        )
+        HeldConnection.forgetStored(in: notifier, for: mount)
+        continue
+      }
+      heldConnections[mount] = HeldConnection(
+        fuse: fuse, state: stored[Role.state.name(for: mount)], initRequest: request,
+        mountID: entry.id)
+      logger(for: mount).notice(
+        "resuming the FUSE connection an earlier mountsupd held at \(entry.mountpoint)")
     }
   }
 }

@@ -232,11 +232,12 @@ public final class Supervisor {
     // After an upgrade it is no reason to stop: the mounts run, so it is said and the rest goes on.
     do {
       try startMetricsAndConfigWatch()
-    } catch where resumedState != nil {
+    } catch  where resumedState != nil {
       logger.error("after the upgrade: \(error); metrics_listen and watch_config are off")
     }
+    let passed = resumedState == nil ? PassedDescriptors.take() : PassedDescriptors()
     control = try ControlServer(
-      host: self, loop: loop, logger: logger, adopting: resumedState?.control)
+      host: self, loop: loop, logger: logger, adopting: resumedState?.control, passed: passed)
     watchdog = try Watchdog.start(on: loop, notifier: notifier)
     if let watchdog {
       logger.info(
@@ -247,6 +248,7 @@ public final class Supervisor {
       resume(from: state)
     } else {
       logger.info("starting \(configuration.summary)")
+      adoptStoredConnections(passed.stored)
       execute(core.begin(now: .now()))
     }
     while exitCode == nil {

@@ -95,7 +95,7 @@ final class TestDaemon {
       socket == nil ? [] : ["/bin/sh", "-c", "LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\""]
     let daemon = try Daemon(
       config: configPath, sandbox: sandbox, notify: notify, launcher: launcher,
-      extraDescriptor: socket)
+      passing: socket.map { [$0] } ?? [])
     process = daemon
     try await waitFor("mountsupd to answer on \(socketPath)\n\(log)") {
       if let code = daemon.exitCode(within: .zero) {

@@ -29,15 +29,17 @@ public final class Daemon {
   /// - Parameters:
   ///   - notify: becomes its NOTIFY_SOCKET; none otherwise.
   ///   - launcher: a command that execs the daemon under its own pid (setpriv, a shell).
-  ///   - extraDescriptor: becomes its fd 3, as a service manager passes a socket.
+  ///   - passing: become its fds 3, 4, …, as a service manager passes sockets and stored
+  ///     descriptors (`environment` gives LISTEN_FDS and LISTEN_FDNAMES).
   public init(
     config: String, sandbox: Sandbox, notify: NotifyReceiver? = nil, launcher: [String] = [],
-    extraDescriptor: Int32? = nil
+    passing: [Int32] = [], environment: [String: String?] = [:]
   ) throws {
+    var variables = environment
+    if let notify { variables["NOTIFY_SOCKET"] = notify.path }
     process = try Spawned(
       launcher + [daemonBinary, "--config", config], outputPath: sandbox.path + "/daemon.out",
-      errorPath: sandbox.path + "/daemon.log", environment: ["NOTIFY_SOCKET": notify?.path],
-      extraDescriptor: extraDescriptor)
+      errorPath: sandbox.path + "/daemon.log", environment: variables, passing: passing)
   }
 
   /// Everything it logged so far.

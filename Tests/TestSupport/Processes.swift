@@ -33,7 +33,7 @@ public func eventually(within deadline: Duration = .seconds(15), _ condition: ()
 /// A process started with `posix_spawn`, its stdout and stderr in files for the test to read. It
 /// starts as a service manager would start it: no signal blocked or ignored (the test runner's
 /// threads block some), stdin /dev/null, and no descriptor of the test runner but
-/// `extraDescriptor` as fd 3 (Foundation's pipes are not close-on-exec: a child holding another
+/// `passing` as fds 3, 4, … (Foundation's pipes are not close-on-exec: a child holding another
 /// test's pipe would keep that test waiting for EOF).
 public final class Spawned {
   /// Its pid, to signal it.
@@ -50,7 +50,7 @@ public final class Spawned {
   public init(
     _ arguments: [String], outputPath: String, errorPath: String,
     environment: [String: String?] = [:],
-    extraDescriptor: Int32? = nil
+    passing: [Int32] = []
   ) throws {
     self.outputPath = outputPath
     self.errorPath = errorPath
@@ -70,8 +70,12 @@ public final class Spawned {
     posix_spawn_file_actions_adddup2(&actions, output, 1)
     posix_spawn_file_actions_adddup2(&actions, error, 2)
     // dup2 onto fd 3 clears close-on-exec there: the way a service manager passes a socket.
-    if let extraDescriptor { posix_spawn_file_actions_adddup2(&actions, extraDescriptor, 3) }
-    try addCloseFrom(&actions, extraDescriptor == nil ? 3 : 4)
+    // Each goes to its place in turn: a descriptor numbered 3 or more must not be one of the
+    // places (give it a higher number first, as fcntl(F_DUPFD) does).
+    for (index, fd) in passing.enumerated() {
+      posix_spawn_file_actions_adddup2(&actions, fd, 3 + Int32(index))
+    }
+    try addCloseFrom(&actions, 3 + Int32(passing.count))
     var variables = ProcessInfo.processInfo.environment
     for key in ["NOTIFY_SOCKET", "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"] {
       variables[key] = nil

@@ -102,6 +102,16 @@ After=mountsupd.service
 [Service]
 ExecStart=/bin/sh -c 'while :; do cat /mnt/e2e/photos/hello >/dev/null || echo "read failed at $$(date +%%s.%%N)" >>/e2e/reader-errors; sleep 0.02; done'
 EOF
+# A reader through the mirror across a crash of mountsupd: the mount must not go away.
+cat >"$root/etc/systemd/system/mountsup-mirror-reader.service" <<'EOF'
+[Unit]
+Description=A consumer reading through the mirror mount
+Wants=mountsupd.service
+After=mountsupd.service
+
+[Service]
+ExecStart=/bin/sh -c 'while :; do cat /mnt/e2e/mirror/greeting 2>>/e2e/mirror-reader-errors >/dev/null || echo "read failed at $$(date +%%s.%%N)" >>/e2e/mirror-reader-errors; sleep 0.02; done'
+EOF
 cat >"$root/etc/systemd/system/mountsup-e2e-check.service" <<'EOF'
 [Unit]
 Description=MountSupervisor end-to-end checks
