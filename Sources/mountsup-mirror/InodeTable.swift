@@ -94,7 +94,9 @@ final class InodeTable: Sendable {
 
   private func reopen(_ id: UInt64, into live: inout Live) throws(FUSEError) -> MirrorNode {
     let index = Int(id) - 2
-    guard index >= 0, index < state.nodesUsed, state.lookups(ofNode: index) > 0 else {
+    guard index >= 0, index < state.nodesUsed, state.lookups(ofNode: index) > 0,
+      state.handle(ofNode: index).count >= 8
+    else {
       throw FUSEError(ESTALE)
     }
     let descriptor = mwk_open_by_handle(
@@ -139,12 +141,10 @@ final class InodeTable: Sendable {
       let capacity = MirrorState.handleCapacity + 8
       let index = try withUnsafeTemporaryAllocation(byteCount: capacity, alignment: 8) {
         handle throws(FUSEError) -> Int in
-        let length = mwk_handle_of(descriptor, handle.baseAddress, capacity)
-        guard length > 0 else {
-          let error = FUSEError.current
-          close(descriptor)
-          throw error
-        }
+        // A SOURCE without file handles (overlayfs without nfs_export, some network file
+        // systems) still serves: its nodes are recorded without one and cannot be reopened by
+        // a successor, which answers ESTALE for them.
+        let length = max(mwk_handle_of(descriptor, handle.baseAddress, capacity), 0)
         guard
           let index = state.allocateNode(
             key, handle: UnsafeRawBufferPointer(rebasing: handle[..<Int(length)]))
