@@ -536,12 +536,12 @@ extension StateCoder {
   }
 
   fileprivate struct KeyedReader<Key: CodingKey>: KeyedDecodingContainerProtocol {
-    /// Where the next key is looked for first, and the last one found (asked again after
-    /// `decodeNil` said no).
+    /// Where the next key is looked for first, and where the last one found is (asked again
+    /// after `decodeNil` said no): offsets only, so that a lookup stores no string.
     final class Cursor {
       var index = 0
       var offset: Int
-      var last: (key: String, value: Int)?
+      var lastEntry = -1
       init(offset: Int) { self.offset = offset }
     }
 
@@ -566,22 +566,25 @@ extension StateCoder {
     /// by a scan.
     private func find(_ key: Key) throws -> Int? {
       let name = key.stringValue
-      if let last = cursor.last, last.key == name { return last.value }
+      func value(at entry: Int) -> Int { entry + 4 + Int(reader.word32(at: entry)) }
+      if cursor.lastEntry >= 0, reader.keyMatches(at: cursor.lastEntry, name) {
+        return value(at: cursor.lastEntry)
+      }
       if cursor.index < count, reader.keyMatches(at: cursor.offset, name) {
-        let value = cursor.offset + 4 + Int(reader.word32(at: cursor.offset))
+        let found = value(at: cursor.offset)
+        cursor.lastEntry = cursor.offset
         cursor.index += 1
-        cursor.offset = try reader.skip(at: value, codingPath)
-        cursor.last = (name, value)
-        return value
+        cursor.offset = try reader.skip(at: found, codingPath)
+        return found
       }
       var position = entries
       for _ in 0..<count {
-        let value = position + 4 + Int(reader.word32(at: position))
+        let found = value(at: position)
         if reader.keyMatches(at: position, name) {
-          cursor.last = (name, value)
-          return value
+          cursor.lastEntry = position
+          return found
         }
-        position = try reader.skip(at: value, codingPath)
+        position = try reader.skip(at: found, codingPath)
       }
       return nil
     }

@@ -117,8 +117,12 @@ extension Supervisor {
 
   /// "12.3 ms since the request", for the debug log of an upgrade's steps.
   static func elapsed(since start: MonotonicInstant) -> String {
-    let milliseconds = Double((MonotonicInstant.now() - start).nanosecondsClamped) / 1e6
-    return "\((milliseconds * 10).rounded() / 10) ms since the request"
+    "\(milliseconds(since: start)) ms since the request"
+  }
+
+  /// Milliseconds from `start` to now, to a tenth.
+  static func milliseconds(since start: MonotonicInstant) -> Double {
+    (Double((MonotonicInstant.now() - start).nanosecondsClamped) / 1e5).rounded() / 10
   }
 
   /// The check did not answer in time.

@@ -142,8 +142,11 @@ public final class Supervisor {
     resumingFrom stateFD: Int32, signalFD: Int32, logger: Logger,
     reload: @escaping () throws -> Configuration
   ) throws {
+    let reading = MonotonicInstant.now()
     let state = try UpgradeState.read(from: stateFD)
-    logger.debug("upgrade: state read (\(Self.elapsed(since: state.requestedAt)))")
+    logger.debug(
+      "upgrade: state read in \(Self.milliseconds(since: reading)) ms (\(Self.elapsed(since: state.requestedAt)))"
+    )
     try self.init(
       configuration: state.runningConfiguration,
       core: SupervisorCore(snapshot: state.core), resuming: state, signalFD: signalFD,
