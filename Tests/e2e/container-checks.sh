@@ -276,6 +276,8 @@ phase_daemon_crash() {
   mirror_id=$(mount_id "$mp/mirror")
   reader_id=$(property mountsup-mirror-reader.service InvocationID)
   sleep 0.5
+  local killed_at
+  killed_at=$(date +%s.%N)
   systemctl kill --kill-who=main --signal=SIGKILL mountsupd.service
   check "systemd restarted mountsupd" wait_until 20 all main_pid_is_not "$main_pid" "&&" is_active mountsupd.service
   check "NRestarts is 1" equal "$(property mountsupd.service NRestarts)" 1
@@ -294,6 +296,7 @@ phase_daemon_crash() {
   # not counted, until it is understood.
   if [ -e /e2e/mirror-reader-errors ]; then
     note "the mirror reader saw $(grep -c '^read failed' /e2e/mirror-reader-errors) failed read(s) around the crash: $(grep -v '^read failed' /e2e/mirror-reader-errors | head -n 1)"
+    note "reads failed at: $(grep '^read failed' /e2e/mirror-reader-errors | tr '\n' '|'); mountsupd killed at $killed_at"
   else
     note "the mirror reader saw no error across the crash"
   fi
