@@ -39,3 +39,15 @@ extension Duration {
   /// Whole milliseconds, for messages.
   public var milliseconds: Int64 { nanosecondsClamped / 1_000_000 }
 }
+
+extension MonotonicInstant {
+  /// One number, not an object with a key: the state of an upgrade holds thousands.
+  public init(from decoder: any Decoder) throws {
+    nanoseconds = try decoder.singleValueContainer().decode(UInt64.self)
+  }
+
+  public func encode(to encoder: any Encoder) throws {
+    var container = encoder.singleValueContainer()
+    try container.encode(nanoseconds)
+  }
+}
