@@ -57,7 +57,7 @@ extension HeldConnection {
   /// Stores the connection, its state memfd and a memfd with the INIT request. Said once when
   /// the mount's name cannot be a name in the store.
   func store(in notifier: ServiceNotifier, for mount: String, logger: Logger) {
-    guard notifier.isEnabled else { return }
+    guard notifier.isEnabled, notifier.hasDescriptorStore else { return }
     guard ServiceNotifier.isValidStoreName(StoredRole.initRequest.name(for: mount)) else {
       logger.notice(
         "the mount's name cannot name descriptors in systemd's fd store: a crash of mountsupd ends this mount"
@@ -78,7 +78,7 @@ extension HeldConnection {
   }
 
   static func forgetStored(in notifier: ServiceNotifier, for mount: String) {
-    guard notifier.isEnabled else { return }
+    guard notifier.isEnabled, notifier.hasDescriptorStore else { return }
     for role in StoredRole.allCases { notifier.forgetStored(name: role.name(for: mount)) }
   }
 

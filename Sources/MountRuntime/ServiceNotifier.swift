@@ -146,12 +146,19 @@ final class ServiceNotifier {
     send(["STOPPING=1", "STATUS=\(text)"])
   }
 
+  /// Whether the service manager keeps descriptors for this service: `FDSTORE` names the size of
+  /// its store (systemd 254 and later set it from `FileDescriptorStoreMax=`; the unit sets it for
+  /// older ones). Without it nothing is sent: a receiver that is not such a store could hold a
+  /// connection alive in its queue long after the supervisor let go of it.
+  let hasDescriptorStore = (getenv("FDSTORE").flatMap { Int(String(cString: $0)) } ?? 0) > 0
+
   /// Puts descriptors in the service manager's fd store under `name` (`FDSTORE=1`), so that
   /// they survive a crash of this process and come back at its restart (`LISTEN_FDNAMES`).
   /// Waits up to a second for room in the receiver's queue; false when they could not go.
   @discardableResult
   func store(_ descriptors: [Int32], name: String) -> Bool {
-    guard isEnabled, Self.isValidStoreName(name), let socket = socket ?? (connect() ? socket : nil)
+    guard isEnabled, hasDescriptorStore, Self.isValidStoreName(name),
+      let socket = socket ?? (connect() ? socket : nil)
     else { return false }
     let message = Array("FDSTORE=1\nFDNAME=\(name)".utf8)
     for _ in 0..<10 {
@@ -168,7 +175,7 @@ final class ServiceNotifier {
 
   /// Takes descriptors out of the fd store.
   func forgetStored(name: String) {
-    guard Self.isValidStoreName(name) else { return }
+    guard hasDescriptorStore, Self.isValidStoreName(name) else { return }
     send(["FDSTOREREMOVE=1", "FDNAME=\(name)"])
   }
 

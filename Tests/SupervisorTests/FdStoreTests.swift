@@ -81,7 +81,8 @@ final class FakeDescriptorStore {
         ["restart_delay": "\"0s\""]))
     let store = try FakeDescriptorStore(in: sandbox)
     let first = try Daemon(
-      config: config, sandbox: sandbox, environment: ["NOTIFY_SOCKET": store.path])
+      config: config, sandbox: sandbox,
+      environment: ["NOTIFY_SOCKET": store.path, "FDSTORE": "16"])
     defer { first.stop() }
     #expect(
       eventually {
@@ -101,7 +102,7 @@ final class FakeDescriptorStore {
       launcher: ["/bin/sh", "-c", "LISTEN_PID=$$ exec \"$0\" \"$@\""],
       passing: names.map { store.stored[$0]! },
       environment: [
-        "NOTIFY_SOCKET": store.path, "LISTEN_FDS": String(names.count),
+        "NOTIFY_SOCKET": store.path, "FDSTORE": "16", "LISTEN_FDS": String(names.count),
         "LISTEN_FDNAMES": names.joined(separator: ":"),
       ])
     defer { second.stop() }
