@@ -97,7 +97,7 @@ struct MirrorCommand: ParsableCommand {
         additional: options.kernelFlags),
       configuration: FUSEWorkerConfiguration(
         maxThreads: options.maxThreads, maxIdleThreads: options.maxThreads,
-        handsOverConnection: geteuid() == 0))
+        handsOverConnection: canReopenByHandle(rootDescriptor)))
     worker.runAndExit()
   }
 
@@ -128,4 +128,31 @@ private func readSmallFile(_ path: String) throws(FUSEError) -> String {
   let count = read(descriptor, &buffer, buffer.count)
   guard count >= 0 else { throw .current }
   return String(decoding: buffer[..<count], as: UTF8.self)
+}
+
+/// Whether a successor could reopen SOURCE's files by their handles: it takes root, a SOURCE
+/// with file handles, and a system that lets `open_by_handle_at` through. Container runtimes
+/// (Docker, podman, systemd-nspawn) deny it by default (it was the "shocker" container escape),
+/// and so does overlayfs without `nfs_export`. Where it cannot, the mirror does not hand its
+/// connection over: a crash is detached and mounted anew, rather than resumed with files that
+/// fail to reopen.
+func canReopenByHandle(_ root: Int32) -> Bool {
+  guard geteuid() == 0 else { return false }
+  let capacity = MirrorState.handleCapacity + 8
+  return withUnsafeTemporaryAllocation(byteCount: capacity, alignment: 8) { handle in
+    guard mwk_handle_of(root, handle.baseAddress, capacity) > 0 else { return false }
+    let mount = openat(root, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    guard mount >= 0 else { return false }
+    defer { close(mount) }
+    let reopened = mwk_open_by_handle(mount, handle.baseAddress, MWK_O_PATH | O_CLOEXEC)
+    guard reopened >= 0 else {
+      let message = Array(
+        "mountsup-mirror: files cannot be reopened by handle here (\(String(cString: strerror(errno)))): a crash is not resumed\n"
+          .utf8)
+      _ = write(STDERR_FILENO, message, message.count)
+      return false
+    }
+    close(reopened)
+    return true
+  }
 }
