@@ -99,11 +99,14 @@ let package = Package(
       ]),
     .testTarget(
       name: "SystemdE2ETests",
-      dependencies: ["mountsupd", "mountctl", "mountsup-mirror", "mountsup-testworker"]),
+      dependencies: [
+        "MountSupTestSupport", "mountsupd", "mountctl", "mountsup-mirror", "mountsup-testworker",
+      ]),
     // deploy/kubernetes: the manifests against the Kubernetes schemas, and played for real with
     // podman (scripts/kube-e2e.py).
     .testTarget(
-      name: "KubernetesTests", dependencies: ["mountsupd", "mountctl", "mountsup-mirror"]),
+      name: "KubernetesTests",
+      dependencies: ["MountSupTestSupport", "mountsupd", "mountctl", "mountsup-mirror"]),
     .testTarget(
       name: "ThirdPartyTests",
       dependencies: ["CLinuxSupport", "MountSupTestSupport", "mountsupd", "mountsup-testworker"]),

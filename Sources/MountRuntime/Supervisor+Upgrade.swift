@@ -41,6 +41,22 @@ final class UpgradeAttempt {
 }
 
 extension Supervisor {
+  /// The descriptor of the state an upgrade handed over, if this process is the new binary of
+  /// one; the variable is removed, so that no worker inherits it.
+  public static func upgradeStateDescriptor() -> Int32? {
+    guard let text = getenv(UpgradeState.environmentKey), let fd = Int32(String(cString: text))
+    else { return nil }
+    unsetenv(UpgradeState.environmentKey)
+    return fd
+  }
+
+  /// Whether this build can take over a supervisor whose state has this format: the question
+  /// `mountsupd --can-resume FORMAT` answers for the old binary before an upgrade.
+  public static func canResume(format: Int) -> Bool { format == UpgradeState.format }
+
+  /// The state format this build writes.
+  public static var upgradeFormat: Int { UpgradeState.format }
+
   /// The file this process was started from: what `mountctl upgrade` execs by default.
   static func currentExecutablePath() -> String {
     let path = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""

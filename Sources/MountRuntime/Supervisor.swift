@@ -114,16 +114,6 @@ public final class Supervisor {
     case hangProbe(mount: String, attempt: Int)
   }
 
-  /// Blocks SIGTERM, SIGINT, SIGHUP and SIGUSR2 and returns a signalfd for them. Call it first thing in
-  /// `main`, before any thread exists, so that every later thread inherits the mask.
-  public static func captureSignals() throws -> Int32 {
-    let fd = [SIGTERM, SIGINT, SIGHUP, SIGUSR2].withUnsafeBufferPointer {
-      mountsup_signalfd($0.baseAddress, $0.count)
-    }
-    guard fd >= 0 else { throw RuntimeError(.eventLoop, "signalfd", errno: errno) }
-    return fd
-  }
-
   /// - Parameters:
   ///   - signalFD: from `captureSignals()`.
   ///   - reload: reads and validates the configuration again, for SIGHUP and `mountctl reload`.
@@ -152,22 +142,6 @@ public final class Supervisor {
       core: SupervisorCore(snapshot: state.core), resuming: state, signalFD: signalFD,
       logger: logger, reload: reload)
   }
-
-  /// The descriptor of the state an upgrade handed over, if this process is the new binary of
-  /// one; the variable is removed, so that no worker inherits it.
-  public static func upgradeStateDescriptor() -> Int32? {
-    guard let text = getenv(UpgradeState.environmentKey), let fd = Int32(String(cString: text))
-    else { return nil }
-    unsetenv(UpgradeState.environmentKey)
-    return fd
-  }
-
-  /// Whether this build can take over a supervisor whose state has this format: the question
-  /// `mountsupd --can-resume FORMAT` answers for the old binary before an upgrade.
-  public static func canResume(format: Int) -> Bool { format == UpgradeState.format }
-
-  /// The state format this build writes.
-  public static var upgradeFormat: Int { UpgradeState.format }
 
   private init(
     configuration: Configuration, core: SupervisorCore, resuming: UpgradeState?, signalFD: Int32,
@@ -208,20 +182,6 @@ public final class Supervisor {
     // Inherited by every worker and its helpers: who they belong to (see LeftoverWorkers).
     environment["MOUNTSUP_SUPERVISOR"] = LeftoverWorkers.identity
     inheritedEnvironment = LaunchPlan.workerEnvironment(environment)
-  }
-
-  /// Every mount needs three descriptors (socketpair, output pipe, pidfd): a daemon started by
-  /// hand with the usual soft limit of 1,024 would run out at about 330 mounts. The soft limit
-  /// goes up to the hard one; the inherited one is what workers get.
-  static func raiseDescriptorLimit() -> rlimit {
-    var limit = rlimit()
-    getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
-    let inherited = limit
-    if limit.rlim_cur < limit.rlim_max {
-      limit.rlim_cur = limit.rlim_max
-      setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
-    }
-    return inherited
   }
 
   /// Runs until every mount is stopped after SIGTERM/SIGINT, or the service failed; returns the

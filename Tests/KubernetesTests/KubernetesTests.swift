@@ -1,50 +1,11 @@
 import Foundation
+import MountSupTestSupport
 import Testing
-
-/// The repository's root, where deploy/ and scripts/ are.
-let repositoryRoot = URL(fileURLWithPath: #filePath)
-  .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent().path
-
-/// Where `swift test` put the built executables: beside the test bundle.
-let binDirectory: String = {
-  let exe = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
-  return URL(fileURLWithPath: exe).deletingLastPathComponent().path
-}()
-
-/// Runs a program to its end; its stdout and stderr together. Awaited, not waited for: a blocked
-/// thread would starve the tests running beside it.
-func runProgram(_ arguments: [String], environment: [String: String] = [:]) async throws -> (
-  status: Int32, output: String
-) {
-  let outputPath = FileManager.default.temporaryDirectory
-    .appendingPathComponent("mountsup-kube-\(UUID().uuidString).log").path
-  FileManager.default.createFile(atPath: outputPath, contents: nil)
-  defer { try? FileManager.default.removeItem(atPath: outputPath) }
-  let output = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
-  defer { try? output.close() }
-  let process = Process()
-  process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-  process.arguments = arguments
-  process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-  process.standardOutput = output
-  process.standardError = output
-  process.standardInput = FileHandle.nullDevice
-  let status: Int32 = try await withCheckedThrowingContinuation { continuation in
-    process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
-    do {
-      try process.run()
-    } catch {
-      process.terminationHandler = nil
-      continuation.resume(throwing: error)
-    }
-  }
-  return (status, (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "")
-}
 
 @Suite("deploy/kubernetes: the manifests")
 struct ManifestTests {
   let manifests = ["mountsup.yaml", "consumer.yaml"].map {
-    "\(repositoryRoot)/deploy/kubernetes/\($0)"
+    "\(packageDirectory)/deploy/kubernetes/\($0)"
   }
 
   @Test("valid against the Kubernetes schemas (kubernetes-validate --strict, from PyPI)")
@@ -106,7 +67,7 @@ struct ManifestTests {
 /// Where podman cannot run (not root, not installed, no /dev/fuse) the test is skipped with the
 /// reason printed: it never passes without having run.
 @Suite struct KubePlayE2ETests {
-  static let script = "\(repositoryRoot)/scripts/kube-e2e.py"
+  static let script = "\(packageDirectory)/scripts/kube-e2e.py"
 
   static func machineCanRun() async -> Bool {
     guard let check = try? await runProgram(["python3", script, "--check"]) else {

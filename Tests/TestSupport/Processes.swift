@@ -201,3 +201,33 @@ private func statFields(of pid: Int32) -> [Substring]? {
   }
   return stat[stat.index(after: close)...].split(separator: " ")
 }
+
+/// Runs a program to its end; its stdout and stderr together. Awaited, not waited for: a blocked
+/// thread would starve the tests running beside it.
+public func runProgram(_ arguments: [String], environment: [String: String] = [:]) async throws -> (
+  status: Int32, output: String
+) {
+  let outputPath = FileManager.default.temporaryDirectory
+    .appendingPathComponent("mountsup-kube-\(UUID().uuidString).log").path
+  FileManager.default.createFile(atPath: outputPath, contents: nil)
+  defer { try? FileManager.default.removeItem(atPath: outputPath) }
+  let output = try FileHandle(forWritingTo: URL(fileURLWithPath: outputPath))
+  defer { try? output.close() }
+  let process = Process()
+  process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+  process.arguments = arguments
+  process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+  process.standardOutput = output
+  process.standardError = output
+  process.standardInput = FileHandle.nullDevice
+  let status: Int32 = try await withCheckedThrowingContinuation { continuation in
+    process.terminationHandler = { continuation.resume(returning: $0.terminationStatus) }
+    do {
+      try process.run()
+    } catch {
+      process.terminationHandler = nil
+      continuation.resume(throwing: error)
+    }
+  }
+  return (status, (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "")
+}
