@@ -24,7 +24,7 @@ import os
 import sys
 import time
 
-from benchlib import (check_binaries, BenchFailure, Daemon, Interrupted, Launcher, Sandbox, cleanup_all, clip,
+from benchlib import (check_binaries, BenchFailure, Daemon, Interrupted, Launcher, Sandbox, SandboxBase, cleanup_all, clip,
                       install_signal_handlers, log, median, mounts_under, processes_naming)
 
 TARGET_RATIO = 1.25          # time to READY at 100 and 1000 mounts, mountsupd / launcher
@@ -137,7 +137,8 @@ def fmt(value, digits=1):
 
 def table(arguments):
     print(f"mountsupd against the C launcher (the physical limit): medians of {arguments.rounds} "
-          f"interleaved rounds; mountsupd starts with soft RLIMIT_NOFILE {arguments.nofile}\n")
+          f"interleaved rounds; mountsupd starts with soft RLIMIT_NOFILE {arguments.nofile}; "
+          f"mountpoints are made in {SandboxBase.get()}\n")
     header = (f"{'mounts':>6} | {'launcher':>9} {'mountsupd':>10} {'ratio':>6}  {'target':<22}|"
               f" {'CPU/mount':>9}  {'target':<14}| {'stop L':>8} {'stop D':>8} {'ratio':>6}"
               f"  {'target':<11}")

@@ -95,12 +95,12 @@ extension MountSpec {
         spec.hangTimeout = timeout
       }
     }
-    let delay = diagnostics.check { () throws(ConfigError) in
+    let delay: ()? = diagnostics.check { () throws(ConfigError) in
       if let delay = try table.duration("restart_delay", allowZero: true) {
         spec.restartDelay = delay
       }
     }
-    let delayMax = diagnostics.check { () throws(ConfigError) in
+    let delayMax: ()? = diagnostics.check { () throws(ConfigError) in
       if let delay = try table.duration("restart_delay_max") { spec.restartDelayMax = delay }
     }
     if delay != nil, delayMax != nil, spec.restartDelayMax < spec.restartDelay {

@@ -131,31 +131,26 @@ enum SystemAccess {
   /// The mountpoints of the FUSE mounts (`fuse`, `fuse.*`, `fuseblk`) in this process's mount
   /// namespace, from `/proc/self/mountinfo`; empty when it cannot be read.
   static func fuseMountpoints() -> Set<String> {
-    guard case .success(let table) = readProcFile("/proc/self/mountinfo") else { return [] }
+    let fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC)
+    guard fd >= 0 else { return [] }
+    defer { close(fd) }
+    guard case .success(let table) = readAll(fd, limit: .max) else { return [] }
+    // Bytes, not lines of a String: this runs at every start and reload, and a table of a
+    // thousand mounts is a thousand lines.
     var mountpoints: Set<String> = []
-    for line in table.split(separator: "\n") {
+    for line in table.split(separator: UInt8(ascii: "\n")) {
       // ID PARENT MAJOR:MINOR ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPER
-      let fields = line.split(separator: " ")
-      guard fields.count > 4, let separator = fields.firstIndex(of: "-"),
-        separator + 1 < fields.count
+      guard let dash = line.firstRange(of: " - ".utf8) else { continue }
+      let type = line[dash.upperBound...].prefix { $0 != UInt8(ascii: " ") }
+      guard type.starts(with: "fuse".utf8),
+        type.count == 4 || type.elementsEqual("fuseblk".utf8)
+          || type.dropFirst(4).first == UInt8(ascii: ".")
       else { continue }
-      let type = fields[separator + 1]
-      guard type == "fuse" || type == "fuseblk" || type.hasPrefix("fuse.") else { continue }
-      mountpoints.insert(unescapedMountinfoField(fields[4]))
+      let fields = line[..<dash.lowerBound].split(separator: UInt8(ascii: " "), maxSplits: 5)
+      guard fields.count > 4 else { continue }
+      mountpoints.insert(unescapeMountinfoField(fields[4]))
     }
     return mountpoints
-  }
-
-  static func unescapedMountinfoField(_ field: Substring) -> String {
-    unescapeMountinfoField(Array(field.utf8)[...])
-  }
-
-  /// A file of /proc, whose size stat reports as 0: read until EOF.
-  private static func readProcFile(_ path: String) -> Result<String, ReadFailure> {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return .failure(.failed(errorText(errno))) }
-    defer { close(fd) }
-    return readAll(fd, limit: .max).map { String(decoding: $0, as: UTF8.self) }
   }
 
   /// Reads `fd` to its end, retrying interrupted reads; more than `limit` bytes is `tooLarge`

@@ -287,6 +287,10 @@ extension Supervisor {
             report.isEmpty
               ? .hangProbeAnswered(attempt: attempt) : .hangProbeStep(attempt: attempt, report),
             at: now))
+      case .unmounts:
+        let parts = report.split(separator: "\t", maxSplits: 1)
+        guard parts.count == 2 else { continue }
+        logger(for: String(parts[0])).warning("\(parts[1])")
       }
     }
   }

@@ -71,6 +71,8 @@ public final class Supervisor {
   /// Executables by command, see `executable(for:)`.
   var resolvedCommands: [String: String] = [:]
   var offLoop: [Int: (work: OffLoopWork, purpose: OffLoopPurpose)] = [:]
+  /// The unmounts a shutdown asked for in this turn: `startShutdownUnmounts` runs them.
+  var shutdownUnmounts: [(mount: String, mountpoint: String)] = []
   /// The periodic hang check, from the first mount it watches on.
   var hangWatcher: HangWatcher?
   /// Why hangs cannot be checked here (fusectl missing), once that is known and said.
@@ -112,7 +114,12 @@ public final class Supervisor {
     case probe(mount: String, attempt: Int, worker: WorkerID)
     /// The probe of a ready mount whose server has requests waiting.
     case hangProbe(mount: String, attempt: Int)
+    /// Unmounts of a shutdown; a report is "NAME<tab>problem".
+    case unmounts
   }
+
+  /// How many threads unmount at once in a shutdown.
+  static let unmountThreads = 4
 
   /// - Parameters:
   ///   - signalFD: from `captureSignals()`.
@@ -292,6 +299,7 @@ public final class Supervisor {
     }
     inbox.removeAll(keepingCapacity: true)
     inboxNext = 0
+    startShutdownUnmounts()
   }
 
   func execute(_ effects: [SupervisorCore.Effect]) {

@@ -4,13 +4,14 @@ import Glibc
 /// `fusermount3`, which is how such a user mounted in the first place.
 enum Unmounting {
   /// Asks for a normal unmount so the worker gets FUSE destroy; falls back to a lazy detach when
-  /// something still uses the mount (EBUSY). Returns an error text, or nil on success.
+  /// something still uses the mount (EBUSY). Returns an error text, or nil on success or when
+  /// nothing is mounted there any more (EINVAL: the worker's exit detached it first).
   static func unmount(_ mountpoint: String, asRoot: Bool) -> String? {
     guard asRoot else {
       return runHelper(["fusermount3", "-u", mountpoint]) == .exited(0)
         ? nil : detach(mountpoint, asRoot: false)
     }
-    if umount2(mountpoint, 0) == 0 { return nil }
+    if umount2(mountpoint, 0) == 0 || errno == EINVAL { return nil }
     if errno == EBUSY { return detach(mountpoint, asRoot: true) }
     return "umount \(mountpoint): \(errorText(errno))"
   }

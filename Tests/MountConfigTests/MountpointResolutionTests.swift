@@ -137,7 +137,7 @@ import Testing
   }
 
   @Test func mountinfoEscapesAreUndone() {
-    #expect(SystemAccess.unescapedMountinfoField("/mnt/a\\040b\\011c\\134d") == "/mnt/a b\tc\\d")
-    #expect(SystemAccess.unescapedMountinfoField("/mnt/plain") == "/mnt/plain")
+    #expect(unescapeMountinfoField(Array("/mnt/a\\040b\\011c\\134d".utf8)[...]) == "/mnt/a b\tc\\d")
+    #expect(unescapeMountinfoField(Array("/mnt/plain".utf8)[...]) == "/mnt/plain")
   }
 }

@@ -252,6 +252,31 @@ import Testing
     #expect(workers.allSatisfy { !processExists($0) })
   }
 
+  @Test func aShutdownUnmountsManyMountsAtOnceAndABusyOneIsDetached() throws {
+    let sandbox = try Sandbox()
+    defer { sandbox.cleanUp() }
+    let names = (0..<12).map { "m\($0)" }
+    let (notify, daemon) = try sandbox.startDaemon(
+      names.map { mountSection($0, at: "\(sandbox.path)/\($0)", ["stop_timeout": "\"1s\""]) }
+        .joined())
+    defer { daemon.stop() }
+    #expect(notify.wait { $0.contains("READY=1") } != nil, "log:\n\(daemon.log)")
+    let workers = daemon.workerPIDs(matching: sandbox.path)
+    #expect(workers.count == names.count)
+    // An open file keeps m3 busy: its unmount falls back to a lazy detach.
+    let busy = open("\(sandbox.path)/m3/hello", O_RDONLY | O_CLOEXEC)
+    #expect(busy >= 0)
+    defer { if busy >= 0 { close(busy) } }
+
+    daemon.signal(SIGTERM)
+    #expect(daemon.exitCode() == 0, "log:\n\(daemon.log)")
+    for name in names {
+      #expect(daemon.log.contains("\(name): stopped"), "log:\n\(daemon.log)")
+    }
+    #expect(mountTable().allSatisfy { !$0.mountpoint.hasPrefix(sandbox.path + "/") })
+    #expect(workers.allSatisfy { !processExists($0) })
+  }
+
   @Test func aWorkerThatIgnoresTheStopIsKilledAndTheStopStillCompletes() throws {
     let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
