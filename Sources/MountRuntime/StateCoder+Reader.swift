@@ -41,6 +41,7 @@ extension StateCoder {
       switch try tag(at: offset, []) {
       case .null, .no, .yes: return offset + 1
       case .int, .uint, .double: return try within(offset + 9)
+      case .duration: return try within(offset + 17)
       case .string:
         _ = try within(offset + 5)
         return try within(offset + 5 + Int(word32(at: offset + 1)))
@@ -67,6 +68,7 @@ extension StateCoder {
       switch try tag(at: offset, path) {
       case .null, .no, .yes: return offset + 1
       case .int, .uint, .double: return offset + 9
+      case .duration: return offset + 17
       case .string: return offset + 5 + Int(word32(at: offset + 1))
       case .keyed, .unkeyed: return offset + 9 + Int(word32(at: offset + 5))
       }
@@ -129,6 +131,12 @@ extension StateCoder {
       if T.self == UInt32.self { return try integer(UInt32.self, at: offset, path) as! T }
       if T.self == Bool.self { return try bool(at: offset, path) as! T }
       if T.self == Double.self { return try double(at: offset, path) as! T }
+      // Format 1 wrote a Duration as its own Codable form (a container), which `T(from:)` reads.
+      if T.self == Duration.self, try tag(at: offset, path) == .duration {
+        return Duration(
+          secondsComponent: Int64(bitPattern: word64(at: offset + 1)),
+          attosecondsComponent: Int64(bitPattern: word64(at: offset + 9))) as! T
+      }
       return try T(from: StateDecoder(reader: self, offset: offset, codingPath: path))
     }
 

@@ -4,7 +4,9 @@ import Glibc
 /// fills in every container's byte length at the end.
 extension StateCoder {
   final class Writer {
-    var bytes: [UInt8] = []
+    /// Unchecked: the writer is used by one thread at a time, and the runtime's exclusivity
+    /// check on every append was a tenth of the encoding.
+    @exclusivity(unchecked) var bytes: [UInt8] = []
 
     init() { bytes.reserveCapacity(1 << 20) }
 
@@ -46,6 +48,13 @@ extension StateCoder {
       word64(value.bitPattern)
     }
 
+    func duration(_ value: Duration) {
+      tag(.duration)
+      let parts = value.components
+      word64(UInt64(bitPattern: parts.seconds))
+      word64(UInt64(bitPattern: parts.attoseconds))
+    }
+
     /// A container's header; returns where its count is, to be raised per element.
     func open(_ tag: Tag) -> Int {
       self.tag(tag)
@@ -74,6 +83,7 @@ extension StateCoder {
       switch tag {
       case .null, .no, .yes: return offset + 1
       case .int, .uint, .double: return offset + 9
+      case .duration: return offset + 17
       case .string: return offset + 5 + Int(word32(at: offset + 1))
       case .keyed, .unkeyed:
         let count = Int(word32(at: offset + 1))
@@ -143,6 +153,8 @@ extension StateCoder {
         writer.double(value as! Double)
       } else if T.self == Bool.self {
         bool(value as! Bool)
+      } else if T.self == Duration.self {
+        writer.duration(value as! Duration)
       } else {
         try value.encode(to: StateEncoder(writer: writer, codingPath: codingPath))
       }

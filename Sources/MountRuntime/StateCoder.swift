@@ -4,14 +4,16 @@ import Glibc
 /// 1,000 mounts must cross an exec in milliseconds, and JSON took 80 ms each way.
 ///
 /// Every value is a tag byte and its payload: nil, false, true, an 8-byte integer (signed or
-/// not), an 8-byte double, a string (length and UTF-8), a keyed container (count, byte length,
-/// then key and value per entry) or an unkeyed one (count, byte length, values). Keyed
+/// not), an 8-byte double, a string (length and UTF-8), a `Duration` (seconds and attoseconds,
+/// 8 bytes each: a mount has a dozen, and a container each cost a third of the encoding), a keyed
+/// container (count, byte length, then key and value per entry) or an unkeyed one (count, byte
+/// length, values). Keyed
 /// containers keep every key, nil included, in the order written; a decoder that asks for keys in
 /// the same order (as synthesized `Codable` does) finds each at once, any other order by a scan.
 /// Lengths let a reader step over any value without reading it.
 enum StateCoder {
   enum Tag: UInt8 {
-    case null = 0, no, yes, int, uint, double, string, keyed, unkeyed
+    case null = 0, no, yes, int, uint, double, string, keyed, unkeyed, duration
   }
 
   static func encode(_ value: some Encodable) throws -> [UInt8] {

@@ -52,10 +52,12 @@ extension Supervisor {
 
   /// Whether this build can take over a supervisor whose state has this format: the question
   /// `mountsupd --can-resume FORMAT` answers for the old binary before an upgrade.
-  public static func canResume(format: Int) -> Bool { format == UpgradeState.format }
+  public static func canResume(format: Int) -> Bool {
+    UpgradeState.readableFormats.contains(format)
+  }
 
-  /// The state format this build writes.
-  public static var upgradeFormat: Int { UpgradeState.format }
+  /// The state formats this build takes over from ("formats 1 and 2"), for messages.
+  public static var upgradeFormats: String { UpgradeState.readableFormatsText }
 
   /// The file this process was started from: what `mountctl upgrade` execs by default.
   static func currentExecutablePath() -> String {

@@ -14,7 +14,10 @@ import MountCore
 /// formats it knows, and `mountsupd --can-resume FORMAT` tells the old binary so before it gives
 /// anything up.
 struct UpgradeState: Codable {
-  static let format = 1
+  /// Format 2: durations as a value of their own (format 1: as a container).
+  static let format = 2
+  /// The formats this build can take over from.
+  static let readableFormats: Set<Int> = [1, 2]
   static let environmentKey = "MOUNTSUP_UPGRADE_STATE"
 
   var format = Self.format
@@ -115,6 +118,14 @@ struct UpgradeState: Codable {
     return ofWorkers + held + [control.listener] + [control.requester].compactMap { $0 }
   }
 
+  /// "formats 1 and 2", for messages.
+  static var readableFormatsText: String {
+    let sorted = readableFormats.sorted().map(String.init)
+    return sorted.count == 1
+      ? "format \(sorted[0])"
+      : "formats \(sorted.dropLast().joined(separator: ", ")) and \(sorted.last!)"
+  }
+
   /// Writes the state into a new memfd (kept open across exec) and returns it.
   func write() throws(RuntimeError) -> Descriptor {
     var bytes: [UInt8] = []
@@ -155,9 +166,9 @@ struct UpgradeState: Codable {
     guard bytes.count >= 4 else { throw RuntimeError(.io, "the upgrade state is empty") }
     let found = Int(
       UInt32(bytes[0]) | UInt32(bytes[1]) << 8 | UInt32(bytes[2]) << 16 | UInt32(bytes[3]) << 24)
-    guard found == format else {
+    guard readableFormats.contains(found) else {
       throw RuntimeError(
-        .io, "the upgrade state has format \(found); this build reads format \(format)")
+        .io, "the upgrade state has format \(found); this build reads \(readableFormatsText)")
     }
     do {
       return try StateCoder.decode(UpgradeState.self, from: Array(bytes[4...]))

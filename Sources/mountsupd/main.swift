@@ -56,7 +56,7 @@ struct MountSupervisorDaemon: ParsableCommand {
     if let canResume {
       guard Supervisor.canResume(format: canResume) else {
         printError(
-          "mountsupd \(MountSupervisorRelease.identity) cannot take over state format \(canResume); it reads format \(Supervisor.upgradeFormat)"
+          "mountsupd \(MountSupervisorRelease.identity) cannot take over state format \(canResume); it reads \(Supervisor.upgradeFormats)"
         )
         throw ExitCode(1)
       }

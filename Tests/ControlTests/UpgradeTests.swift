@@ -197,8 +197,8 @@ struct UpgradeTests {
       let cases = [
         (base + "/missing", "No such file or directory"),
         (base + "/plain", "is not an executable file"),
-        (base + "/fails", "--can-resume 1 exited with status 1"),
-        (base + "/refuses", "cannot take over state format 1"),
+        (base + "/fails", "--can-resume 2 exited with status 1"),
+        (base + "/refuses", "cannot take over state format 2"),
       ]
       for (binary, words) in cases {
         let refused = try await daemon.ctl("upgrade", "--binary", binary)
@@ -297,7 +297,7 @@ struct UpgradeTests {
     #expect(try await daemon.ctl("stop", "stopping", "--no-block").status == 0)
     // Its new worker mounts 1.5 s after the spawn: mid-start when the upgrade comes (unless a
     // busy machine keeps this test away that long).
-    try await daemon.ctl("restart", "slow", "--no-block")
+    #expect(try await daemon.ctl("restart", "slow", "--no-block").status == 0)
 
     // A client waiting for a mount is told "upgrading" and asks the new binary again.
     let waiting = try daemon.spawnCtl(["wait-ready", "slow"])

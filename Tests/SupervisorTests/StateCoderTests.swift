@@ -67,6 +67,26 @@ import Testing
     #expect(restored.order == core.order)
   }
 
+  /// Format 1 wrote a `Duration` by its own `Codable` form; format 2 as a value of its own.
+  struct WithDuration<Field: Codable>: Codable { var timeout: Field }
+  struct DurationAsFormat1: Codable {
+    var duration: Duration
+    func encode(to encoder: any Encoder) throws { try duration.encode(to: encoder) }
+  }
+
+  @Test func durationsAreOneValueAndFormat1sContainersAreStillRead() throws {
+    let duration = Duration.milliseconds(2500) + .nanoseconds(7)
+    let compact = try StateCoder.encode(WithDuration(timeout: duration))
+    let format1 = try StateCoder.encode(
+      WithDuration(timeout: DurationAsFormat1(duration: duration)))
+    #expect(compact.count < format1.count)
+    for bytes in [compact, format1] {
+      #expect(try StateCoder.decode(WithDuration<Duration>.self, from: bytes).timeout == duration)
+    }
+    #expect(Supervisor.canResume(format: 1) && Supervisor.canResume(format: 2))
+    #expect(!Supervisor.canResume(format: 3))
+  }
+
   @Test func damagedInputIsAnErrorNotACrash() throws {
     var bytes = try StateCoder.encode(["a": "b"])
     bytes[0] = 99
