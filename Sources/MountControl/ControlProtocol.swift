@@ -25,11 +25,11 @@ public enum ControlProtocol {
   /// One message as it goes over the socket: compact JSON, keys sorted, ending in a newline
   /// (JSON escapes every newline inside strings, so a line is a message).
   public static func encodeLine(_ value: some Encodable) -> [UInt8] {
-    let encoder = JSONEncoder()
-    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-    // Every type of this protocol encodes only strings, numbers, booleans, arrays and nulls.
-    let data = try! encoder.encode(value)
-    return Array(data) + [UInt8(ascii: "\n")]
+    // Every type of this protocol encodes only strings, finite numbers, booleans, arrays and
+    // nulls.
+    var line = try! JSONLine.encode(value)
+    line.append(UInt8(ascii: "\n"))
+    return line
   }
 
   /// Decodes one line (without its newline); a failure is described for the peer by
