@@ -17,6 +17,20 @@ extension SupervisorCore {
 
     /// The spec of every mount, removed ones included.
     public var specs: [MountSpec] { machines.map(\.spec) }
+
+    /// The machines apart, for a transport that carries them in parts (they are most of it).
+    public var separatingMachines: (rest: Snapshot, machines: [MountMachine]) {
+      var rest = self
+      rest.machines = []
+      return (rest, machines)
+    }
+
+    /// The snapshot `separatingMachines` took apart.
+    public func joining(_ machines: [MountMachine]) -> Snapshot {
+      var whole = self
+      whole.machines += machines
+      return whole
+    }
   }
 
   public var snapshot: Snapshot {

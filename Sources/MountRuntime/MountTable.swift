@@ -165,6 +165,17 @@ final class MountTable {
     _ = rereadMountinfo(force: true)
   }
 
+  /// Fanotify mount events on `fd`, which the binary before an upgrade opened: the events of the
+  /// gap are queued in it; the table is loaded anew.
+  init(adoptingEvents fd: Int32) throws {
+    mountsup_set_cloexec(fd, 1)
+    descriptor = Descriptor(fd)
+    mechanism = .fanotify
+    epollEvents = EPOLLIN.rawValue
+    fallbackReason = nil
+    _ = apply(snapshot: try Self.kernelSnapshot(buffer: &statmountBuffer))
+  }
+
   var count: Int { entries.count }
 
   func entry(id: UInt64) -> MountEntry? { entries[id] }

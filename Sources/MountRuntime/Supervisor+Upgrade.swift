@@ -222,7 +222,8 @@ extension Supervisor {
           mountID: held.mountID)
       }, startedAt: startedAt, executablePath: executablePath, upgrades: upgrades,
       hangCheckUnavailable: hangCheckUnavailable,
-      saidKernelCannotResend: saidKernelCannotResend)
+      saidKernelCannotResend: saidKernelCannotResend,
+      mountEvents: table.mechanism == .fanotify ? table.fd : nil)
   }
 
   /// Takes over from the binary an upgrade replaced: its workers with their descriptors, their

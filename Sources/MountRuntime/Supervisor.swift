@@ -170,7 +170,7 @@ public final class Supervisor {
     loop = try EventLoop()
     timer = try DeadlineTimer()
     signals = Descriptor(signalFD)
-    table = try MountTable()
+    table = try resuming?.mountEvents.map(MountTable.init(adoptingEvents:)) ?? MountTable()
     reloads = ReloadCoordinator(logger: logger)
     inheritedDescriptorLimit = Self.raiseDescriptorLimit()
     var environment: [String: String] = [:]

@@ -14,7 +14,8 @@ import MountCore
 /// formats it knows, and `mountsupd --can-resume FORMAT` tells the old binary so before it gives
 /// anything up.
 struct UpgradeState: Codable {
-  /// Format 2: durations as a value of their own (format 1: as a container).
+  /// Format 2: durations as a value of their own (format 1: as a container), the machines in
+  /// parts of their own.
   static let format = 2
   /// The formats this build can take over from.
   static let readableFormats: Set<Int> = [1, 2]
@@ -44,6 +45,9 @@ struct UpgradeState: Codable {
   var upgrades: Int
   var hangCheckUnavailable: String?
   var saidKernelCannotResend: Bool
+  /// The fanotify descriptor of mount events, kept open across the exec: closing it waits for
+  /// an RCU grace period of the kernel's (20 ms and more), and the events of the gap wait in it.
+  var mountEvents: Int32?
 
   /// The configuration that runs, without its mounts: each machine of the core carries its
   /// spec, so the specs travel once.
@@ -115,7 +119,8 @@ struct UpgradeState: Codable {
       [$0.pidfd, $0.messages, $0.output, $0.notifySocket].compactMap { $0 }
     }
     let held = heldConnections.flatMap { [$0.fuse] + [$0.state].compactMap { $0 } }
-    return ofWorkers + held + [control.listener] + [control.requester].compactMap { $0 }
+    return ofWorkers + held + [control.listener]
+      + [control.requester, mountEvents].compactMap { $0 }
   }
 
   /// "formats 1 and 2", for messages.
@@ -126,24 +131,50 @@ struct UpgradeState: Codable {
       : "formats \(sorted.dropLast().joined(separator: ", ")) and \(sorted.last!)"
   }
 
-  /// Writes the state into a new memfd (kept open across exec) and returns it.
+  /// Writes the state into a new memfd (kept open across exec) and returns it: the format, the
+  /// number of parts and their lengths, then the parts. The first is the state without the
+  /// core's machines, the others are the machines in runs, encoded at once on threads of their
+  /// own: the machines are most of the state, and every mount waits while it is written.
   func write() throws(RuntimeError) -> Descriptor {
-    var bytes: [UInt8] = []
-    withUnsafeBytes(of: UInt32(format).littleEndian) { bytes.append(contentsOf: $0) }
+    let (rest, machines) = core.separatingMachines
+    var without = self
+    without.core = rest
+    let runs = Self.runs(of: machines)
+    var parts: [[UInt8]] = []
     do {
-      bytes += try StateCoder.encode(self)
+      var first: [UInt8] = []
+      let others = try inParallel(runs.map { run in { try StateCoder.encode(run) } }) {
+        first = try StateCoder.encode(without)
+      }
+      parts = [first] + others
     } catch {
       throw RuntimeError(.io, "cannot encode the state for the upgrade: \(error)")
     }
+    var header: [UInt8] = []
+    for word in [UInt64(format), UInt64(parts.count)] + parts.map({ UInt64($0.count) }) {
+      withUnsafeBytes(of: UInt32(truncatingIfNeeded: word).littleEndian) {
+        header.append(contentsOf: $0)
+      }
+    }
     let fd = Descriptor(
       try system(.descriptors, "memfd_create") { mountsup_memfd("mountsupd-upgrade") })
-    var offset = 0
-    while offset < bytes.count {
-      offset += try system(.io, "write the upgrade state") {
-        bytes.withUnsafeBytes { Glibc.write(fd.raw, $0.baseAddress! + offset, $0.count - offset) }
+    for bytes in [header] + parts {
+      var offset = 0
+      while offset < bytes.count {
+        offset += try system(.io, "write the upgrade state") {
+          bytes.withUnsafeBytes { Glibc.write(fd.raw, $0.baseAddress! + offset, $0.count - offset) }
+        }
       }
     }
     return fd
+  }
+
+  /// The machines in runs of about equal size, two at most: this machine's cores, and the
+  /// state of a few mounts is not worth a thread.
+  static func runs(of machines: [MountMachine]) -> [[MountMachine]] {
+    guard machines.count >= 64 else { return machines.isEmpty ? [] : [machines] }
+    let half = machines.count / 2
+    return [Array(machines[..<half]), Array(machines[half...])]
   }
 
   /// Reads the state the old binary left in the memfd `fd` (and closes it).
@@ -163,17 +194,55 @@ struct UpgradeState: Codable {
       guard count > 0 else { break }
       offset += count
     }
-    guard bytes.count >= 4 else { throw RuntimeError(.io, "the upgrade state is empty") }
-    let found = Int(
-      UInt32(bytes[0]) | UInt32(bytes[1]) << 8 | UInt32(bytes[2]) << 16 | UInt32(bytes[3]) << 24)
+    let words = Words(bytes)
+    guard let found = words[0].map(Int.init) else {
+      throw RuntimeError(.io, "the upgrade state is empty")
+    }
     guard readableFormats.contains(found) else {
       throw RuntimeError(
         .io, "the upgrade state has format \(found); this build reads \(readableFormatsText)")
     }
     do {
-      return try StateCoder.decode(UpgradeState.self, from: Array(bytes[4...]))
+      // Format 1: the state in one part.
+      guard found > 1 else {
+        return try StateCoder.decode(UpgradeState.self, from: Array(bytes[4...]))
+      }
+      guard let count = words[1].map(Int.init), count >= 1, count <= 64 else {
+        throw StateCoder.corrupted([], "the number of parts is wrong")
+      }
+      var parts: [[UInt8]] = []
+      var start = 8 + 4 * count
+      for index in 0..<count {
+        guard let length = words[2 + index].map(Int.init), start + length <= bytes.count else {
+          throw StateCoder.corrupted([], "the state is cut short")
+        }
+        parts.append(Array(bytes[start..<start + length]))
+        start += length
+      }
+      guard start == bytes.count else { throw StateCoder.corrupted([], "bytes left over") }
+      var state: UpgradeState?
+      let runs = try inParallel(
+        parts.dropFirst().map { part in { try StateCoder.decode([MountMachine].self, from: part) } }
+      ) {
+        state = try StateCoder.decode(UpgradeState.self, from: parts[0])
+      }
+      guard var state else { throw StateCoder.corrupted([], "no state") }
+      state.core = state.core.joining(runs.flatMap { $0 })
+      return state
     } catch {
       throw RuntimeError(.io, "the upgrade state cannot be decoded: \(error)")
+    }
+  }
+
+  /// The little-endian 32-bit words at the start of the state; nil past its end.
+  private struct Words {
+    let bytes: [UInt8]
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+    subscript(index: Int) -> UInt32? {
+      let at = index * 4
+      guard at + 4 <= bytes.count else { return nil }
+      return UInt32(bytes[at]) | UInt32(bytes[at + 1]) << 8 | UInt32(bytes[at + 2]) << 16
+        | UInt32(bytes[at + 3]) << 24
     }
   }
 }

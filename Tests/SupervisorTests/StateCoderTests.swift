@@ -67,6 +67,36 @@ import Testing
     #expect(restored.order == core.order)
   }
 
+  @Test func aStateOfManyMountsCrossesInPartsAndComesBackWhole() throws {
+    let specs = (0..<100).map {
+      MountSpec(name: "m\($0)", mountpoint: "/mnt/m\($0)", command: ["w", "{mountpoint}"])
+    }
+    var core = SupervisorCore(specs: specs)
+    let now = MonotonicInstant(nanoseconds: 5_000_000_000_000)
+    _ = core.begin(now: now)
+    let configuration = Configuration(
+      supervisor: SupervisorSettings(), mounts: specs, files: ["/etc/mountsup/mounts.toml"],
+      dropInsWithoutMounts: [])
+    let state = UpgradeState(
+      fromVersion: "0.3.0", requestedAt: now,
+      configuration: .init(configuration, core: core), core: core.snapshot, workers: [],
+      orphanedOutputs: [], lastMountSites: [:], outputs: [:], nextWorkerID: 7,
+      control: .init(listener: 3, path: "/run/mountsup/control.sock"),
+      reload: .init(
+        due: false, settlingAnnounced: false, remaining: [], appliedCount: 2, failedCount: 1),
+      heldConnections: [], startedAt: 1.5, executablePath: "/usr/sbin/mountsupd", upgrades: 3,
+      hangCheckUnavailable: nil, saidKernelCannotResend: false, mountEvents: nil)
+    #expect(UpgradeState.runs(of: core.snapshot.separatingMachines.machines).count == 2)
+    let file = try state.write()
+    let back = try UpgradeState.read(from: dup(file.raw))
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = .sortedKeys
+    #expect(try encoder.encode(back.core) == encoder.encode(state.core))
+    #expect(back.core.specs.map(\.name) == state.core.specs.map(\.name))
+    #expect(back.core.specs.count == specs.count)
+    #expect(back.nextWorkerID == 7 && back.upgrades == 3 && back.reload.appliedCount == 2)
+  }
+
   /// Format 1 wrote a `Duration` by its own `Codable` form; format 2 as a value of its own.
   struct WithDuration<Field: Codable>: Codable { var timeout: Field }
   struct DurationAsFormat1: Codable {
