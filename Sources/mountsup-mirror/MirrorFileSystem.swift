@@ -3,13 +3,6 @@ import Glibc
 import MountWorkerKit
 import Synchronization
 
-/// Cache lifetimes the kernel is given, in seconds.
-struct MirrorTimeouts: Sendable {
-  var attributes: Double = 1
-  var entries: Double = 1
-  var negativeEntries: Double = 0
-}
-
 /// A passthrough of the directory SOURCE: every operation is the same syscall on the same file
 /// of SOURCE, made relative to the `O_PATH` descriptor of the node it concerns (as libfuse's
 /// passthrough_ll does), so renames and unlinks under an open file never confuse it.
@@ -22,6 +15,9 @@ final class MirrorFileSystem: FUSEFileSystem {
   let nodes: InodeTable
   let handles: OpenHandles
   let timeouts: MirrorTimeouts
+  let passthrough: PassthroughMode
+  /// How deeply SOURCE's filesystem is stacked itself (1 on overlayfs or FUSE), for passthrough.
+  let sourceStackDepth: UInt32
   private let runsAsRoot = geteuid() == 0
 
   /// How long an entry reply keeps the kernel's name and attributes valid, in nanoseconds.
@@ -31,34 +27,19 @@ final class MirrorFileSystem: FUSEFileSystem {
   private let localDevice: UInt64?
   private let descriptorsExhausted = Atomic<Bool>(false)
 
-  init(root: MirrorNode, state: MirrorState, timeouts: MirrorTimeouts) {
+  init(
+    root: MirrorNode, state: MirrorState, timeouts: MirrorTimeouts,
+    passthrough: PassthroughMode
+  ) {
     nodes = InodeTable(root: root, state: state)
     handles = OpenHandles(state: state, nodes: nodes)
     self.timeouts = timeouts
+    self.passthrough = passthrough
     // Capped at 30 years, which keeps the nanoseconds within UInt64.
     freshFor = UInt64(min(timeouts.attributes, timeouts.entries, 1e9) * 1e9)
-    let isLocal = MirrorFileSystem.localFilesystemTypes.contains(
-      mwk_filesystem_type(root.descriptor))
-    localDevice = isLocal ? root.key.device : nil
-  }
-
-  /// statfs(2) magic numbers of disk and memory filesystems: ext2/3/4, XFS, Btrfs, F2FS, ZFS,
-  /// bcachefs, tmpfs, ramfs. Network and FUSE filesystems are not among them: they may report
-  /// deferred write errors on close, which flush passes on.
-  static let localFilesystemTypes: Set<Int64> = [
-    0xEF53, 0x5846_5342, 0x9123_683E, 0xF2F5_2010, 0x2FC1_2FC1, 0xCA45_1A4E, 0x0102_1994,
-    0x8584_58F6,
-  ]
-
-  func initialize(_ connection: inout FUSEConnection) {
-    connection.wanted.insert([.readdirPlus, .readdirPlusAuto, .cacheSymlinks, .spliceWrite])
-    // The kernel clears set-id bits through setattr, which this mirror performs with the
-    // caller's view; a root worker writing through its own descriptor would not clear them.
-    connection.wanted.remove(.handleKillPrivileges)
-    connection.maxWrite = 1 << 20
-    connection.maxBackground = 64
-    connection.congestionThreshold = 48
-    connection.timeGranularity = 1
+    let type = mwk_filesystem_type(root.descriptor)
+    localDevice = MirrorFileSystem.localFilesystemTypes.contains(type) ? root.key.device : nil
+    sourceStackDepth = MirrorFileSystem.stackedFilesystemTypes.contains(type) ? 1 : 0
   }
 
   // MARK: Names and attributes
@@ -331,7 +312,8 @@ final class MirrorFileSystem: FUSEFileSystem {
     let handle = try handles.add(.file(descriptor), node: node.id, flags: flags)
     return FUSEOpenReply(
       handle: handle, keepCache: true, directIO: flags & MWK_O_DIRECT != 0,
-      noFlush: flags & O_ACCMODE == O_RDONLY || node.key.device == localDevice)
+      noFlush: flags & O_ACCMODE == O_RDONLY || node.key.device == localDevice,
+      passthrough: passthrough == .off ? nil : descriptor)
   }
 
   func open(_ request: FUSERequest, inode: FUSEInode, flags: Int32) throws(FUSEError)
