@@ -209,6 +209,10 @@ static const struct fuse_custom_io kit_io = {
     .writev = kit_writev, .read = kit_read, .splice_send = kit_splice};
 
 int mwk_session_route(struct fuse_session *session) {
+  // A test process may serve one session after another.
+  atomic_store(&init_captured, 0);
+  init_stack_depth = 0;
+  init_refused = 0;
   int result = fuse_session_custom_io(session, &kit_io, fuse_session_fd(session));
   return result < 0 ? -result : 0;
 }

@@ -20,8 +20,8 @@ public struct FUSECapabilities: OptionSet, Sendable, Hashable {
   /// Spliced reply pages may be moved instead of copied.
   public static let spliceMove = FUSECapabilities(FUSE_CAP_SPLICE_MOVE)
   /// Requests are spliced out of the kernel (only helps filesystems that consume write data as a
-  /// descriptor, which this kit does not; it costs a syscall per request). Not offered to a
-  /// worker that hands over its connection: its requests are read through the kit.
+  /// descriptor, which this kit does not; it costs a syscall per request). Not offered: every
+  /// request is read through the kit, which completes INIT and open replies for passthrough.
   public static let spliceRead = FUSECapabilities(FUSE_CAP_SPLICE_READ)
   /// The filesystem handles flock(2) itself (otherwise the kernel keeps such locks locally).
   public static let flockLocks = FUSECapabilities(FUSE_CAP_FLOCK_LOCKS)

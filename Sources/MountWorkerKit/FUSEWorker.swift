@@ -325,6 +325,8 @@ final class SessionContext: Sendable {
   /// (every access to the mount fails) and the session ends with `error`.
   func refuse(_ error: FUSEWorkerError) {
     refused.withLock { $0 = error }
+    // A worker that never served does not announce a stop, only its error.
+    stoppingSent.store(true, ordering: .relaxed)
     mwk_answer_init(0, 1)
     fuse_session_exit(session)
   }
