@@ -64,9 +64,6 @@ public final class FUSEPersistentState: @unchecked Sendable {
     }
   }
 
-  /// The state attached in this process, if any; the worker hands it to the supervisor.
-  static var current: FUSEPersistentState? { attached.withLock { $0 } }
-
   /// Where the kit's part starts: after `size` bytes of the file system's, page-aligned.
   private static func kitOffset(after size: Int) -> Int {
     let page = Int(sysconf(Int32(_SC_PAGESIZE)))

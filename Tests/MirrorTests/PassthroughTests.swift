@@ -73,9 +73,14 @@ struct PassthroughTests {
       #expect(pwrite(descriptor, block, block.count, 0) == block.count)
       try expectSame("extended")
       #expect(try lstatOf(path).st_size == 100_000)
-      usleep(20_000)
+      let extended = try lstatOf(source).st_mtim
+      #expect(PassthroughTests.waitForClock(toPass: extended))
       #expect(pwrite(descriptor, block, 10, 500) == 10)
       try expectSame("overwritten inside")
+      let overwritten = try lstatOf(path).st_mtim
+      #expect(
+        (overwritten.tv_sec, overwritten.tv_nsec) > (extended.tv_sec, extended.tv_nsec),
+        "the mtime did not move")
       // Another open file appends; the first one's view follows.
       let appender = open(path, O_WRONLY | O_APPEND | O_CLOEXEC)
       try #require(appender >= 0)
@@ -85,7 +90,7 @@ struct PassthroughTests {
       var attributes = stat()
       #expect(fstat(descriptor, &attributes) == 0)
       #expect(attributes.st_size == 101_000)
-      usleep(20_000)
+      #expect(PassthroughTests.waitForClock(toPass: attributes.st_mtim))
       guard let mapped = mmap(nil, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, descriptor, 0),
         mapped != MAP_FAILED
       else { throw HarnessError("mmap failed") }
@@ -95,6 +100,16 @@ struct PassthroughTests {
       try expectSame("written through mmap")
       #expect(ftruncate(descriptor, 5000) == 0)
       try expectSame("truncated")
+    }
+  }
+
+  /// Waits until the clock file times come from (the kernel's coarse clock) has passed `time`,
+  /// so that the next change of a file gets a later mtime.
+  static func waitForClock(toPass time: timespec) -> Bool {
+    waitUntil(timeout: 5) {
+      var now = timespec()
+      clock_gettime(CLOCK_REALTIME_COARSE, &now)
+      return (now.tv_sec, now.tv_nsec) > (time.tv_sec, time.tv_nsec)
     }
   }
 
