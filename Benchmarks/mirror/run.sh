@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks mountsup-mirror against bindfs and against SOURCE itself, all on one SOURCE
 # directory, in one run: fio sequential write and read of SIZE, fio 4 KiB random reads, and a
-# metadata run (create, stat, list with attributes, unlink of FILES files).
+# metadata run (create, stat, list with attributes, unlink of FILES files). The mirror runs
+# twice: with FUSE passthrough (its default as root, where the kernel does reads and writes of
+# open files itself) and with passthrough=off (every read and write through the worker).
 #
 # Usage: Benchmarks/mirror/run.sh [WORKDIR]      (default /var/tmp/mountsup-mirror-bench)
 #
@@ -20,7 +22,8 @@
 #
 # Reads come from a file that is hot in SOURCE's page cache, so they measure the filesystem
 # layers, not the disk; before each read run the FUSE mount's own cache of the file is dropped
-# (fio invalidate=1), so every read goes through the FUSE daemon. bindfs is measured in its
+# (fio invalidate=1), so every read goes through the FUSE layer (the daemon, or with passthrough
+# the kernel's backing file). bindfs is measured in its
 # default (single-threaded) mode and with --multithreaded; the ratio uses the better of the two.
 # On a machine shared with other work, noise only ever slows a run down, so the best of RUNS is
 # the closer estimate of each layer's own cost; the median is printed as well. The order of the
@@ -60,7 +63,7 @@ mkdir -p "$work"
 touch "$work/.mountsup-mirror-bench"
 src=$work/src
 results=$work/results.tsv
-targets=(native mirror bindfs bindfs-mt)
+targets=(native mirror mirror-nopt bindfs bindfs-mt)
 daemons=()
 
 is_mounted() { awk -v m="$1" '$5 == m { found = 1 } END { exit !found }' /proc/self/mountinfo; }
@@ -70,7 +73,7 @@ cleanup() {
   # The daemons unmount themselves on SIGTERM; whatever is left (a daemon that died) is detached.
   for pid in "${daemons[@]}"; do kill "$pid" 2>/dev/null || true; done
   for pid in "${daemons[@]}"; do wait "$pid" 2>/dev/null || true; done
-  for name in mirror bindfs bindfs-mt src; do
+  for name in mirror mirror-nopt bindfs bindfs-mt src; do
     while is_mounted "$work/$name"; do
       umount -l "$work/$name" 2>/dev/null || fusermount3 -uz "$work/$name" 2>/dev/null || break
     done
@@ -89,17 +92,19 @@ wait_mounted() {
   done
 }
 
-rm -rf "$src" && mkdir -p "$src" "$work/mirror" "$work/bindfs" "$work/bindfs-mt"
+rm -rf "$src" && mkdir -p "$src" "$work/mirror" "$work/mirror-nopt" "$work/bindfs" "$work/bindfs-mt"
 if [[ $SOURCE_TMPFS == 1 ]]; then
   mount -t tmpfs -o size=4g,mode=0755 mountsup-mirror-bench "$src"
 fi
-"${pin[@]}" "$MIRROR_BIN" "$src" "$work/mirror" -o allow_other &
+"${pin[@]}" "$MIRROR_BIN" "$src" "$work/mirror" -o allow_other,passthrough=on &
+daemons+=($!)
+"${pin[@]}" "$MIRROR_BIN" "$src" "$work/mirror-nopt" -o allow_other,passthrough=off &
 daemons+=($!)
 "${pin[@]}" bindfs -f "$src" "$work/bindfs" &
 daemons+=($!)
 "${pin[@]}" bindfs -f --multithreaded "$src" "$work/bindfs-mt" &
 daemons+=($!)
-for name in mirror bindfs bindfs-mt; do wait_mounted "$work/$name"; done
+for name in mirror mirror-nopt bindfs bindfs-mt; do wait_mounted "$work/$name"; done
 
 dir_of() { if [[ $1 == native ]]; then echo "$src"; else echo "$work/$1"; fi; }
 invalidate_of() { if [[ $1 == native ]]; then echo 0; else echo 1; fi; }
@@ -172,7 +177,7 @@ done
 
 echo
 placement=${PIN_CPU:+all on CPU $PIN_CPU}
-echo "mountsup-mirror vs bindfs $(bindfs --version | awk '{print $2}') vs native; $(uname -sr), $(nproc) CPUs;" \
+echo "mountsup-mirror (with passthrough; no-pt: passthrough=off) vs bindfs $(bindfs --version | awk '{print $2}') vs native; $(uname -sr), $(nproc) CPUs;" \
   "SOURCE on $(stat -f -c %T "$src"); SIZE=$SIZE RANDOM_IO=$RANDOM_IO FILES=$FILES; $RUNS runs;" \
   "${placement:-unpinned}"
 python3 - "$results" <<'EOF'
@@ -184,14 +189,16 @@ for line in open(sys.argv[1]):
         rows[test] = {}
         order.append(test)
     rows[test].setdefault(target, []).append(float(value))
-head = ("test", "native", "mirror", "bindfs", "bindfs-mt", "mirror/bindfs", "mirror/native")
+head = ("test", "native", "mirror", "no-pt", "bindfs", "bindfs-mt", "mirror/native",
+        "no-pt/native", "mirror/bindfs")
 for title, pick in (("best", max), ("median", statistics.median)):
     print("\n%s of runs (higher is better; mirror/bindfs against the better bindfs)" % title)
-    print("%-20s %10s %10s %10s %10s %14s %14s" % head)
+    print("%-20s %9s %9s %9s %9s %9s %14s %13s %14s" % head)
     for test in order:
         value = {target: pick(values) for target, values in rows[test].items()}
         best_bindfs = max(value["bindfs"], value["bindfs-mt"])
-        print("%-20s %10.0f %10.0f %10.0f %10.0f %14.2f %14.2f" % (
-            test, value["native"], value["mirror"], value["bindfs"], value["bindfs-mt"],
-            value["mirror"] / best_bindfs, value["mirror"] / value["native"]))
+        print("%-20s %9.0f %9.0f %9.0f %9.0f %9.0f %14.2f %13.2f %14.2f" % (
+            test, value["native"], value["mirror"], value["mirror-nopt"], value["bindfs"],
+            value["bindfs-mt"], value["mirror"] / value["native"],
+            value["mirror-nopt"] / value["native"], value["mirror"] / best_bindfs))
 EOF

@@ -1,6 +1,7 @@
 #define _GNU_SOURCE
 #define FUSE_USE_VERSION 314
 #include "CMountWorkerKitSupport.h"
+#include "passthrough.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -20,8 +21,12 @@
 // The session's I/O, routed through libfuse's custom I/O (fuse_session_custom_io). One FUSE
 // session per process, so the state is the process's.
 //
-// A fresh session keeps the raw FUSE_INIT request it reads and, once libfuse has answered it,
-// hands the supervisor the connection: one datagram on the notify socket with the /dev/fuse
+// Every session keeps the raw FUSE_INIT request it reads (what the kernel offers) and completes
+// libfuse's INIT reply with what libfuse 3.14 does not know: FUSE_PASSTHROUGH and its stack
+// depth, or a refusal. Replies to opens get the backing id of FUSE passthrough (passthrough.c).
+//
+// A fresh session that hands over keeps the request and, once libfuse has answered it, hands
+// the supervisor the connection: one datagram on the notify socket with the /dev/fuse
 // descriptor and the state descriptor (SCM_RIGHTS) and the request in hex.
 //
 // A resumed session gets the saved INIT from its first read instead of the device, swallows
@@ -39,6 +44,9 @@ static size_t init_length;
 static uint64_t init_unique;
 static atomic_int init_captured;
 static atomic_int handed_over;
+// What the INIT reply gets (set from the init callback, before libfuse writes the reply).
+static uint32_t init_stack_depth;
+static int init_refused;
 
 static pthread_mutex_t resume_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t resume_done = PTHREAD_COND_INITIALIZER;
@@ -138,7 +146,7 @@ static ssize_t kit_read(int fd, void *buffer, size_t length, void *userdata) {
   if (got >= (ssize_t)sizeof(struct fuse_in_header)) {
     const struct fuse_in_header *header = buffer;
     current_unique = header->unique;
-    if (mode == MODE_FRESH && header->opcode == FUSE_INIT && !atomic_load(&init_captured) &&
+    if (mode != MODE_RESUMED && header->opcode == FUSE_INIT && !atomic_load(&init_captured) &&
         (size_t)got <= sizeof init_request) {
       memcpy(init_request, buffer, (size_t)got);
       init_length = (size_t)got;
@@ -172,9 +180,18 @@ static ssize_t kit_writev(int fd, struct iovec *iov, int count, void *userdata) 
     }
     pthread_mutex_unlock(&resume_lock);
   }
+  int is_init_reply = mode != MODE_RESUMED && atomic_load(&init_captured) && unique == init_unique;
+  if (is_init_reply && init_refused) {
+    struct fuse_out_header refusal = {.len = sizeof refusal, .error = -EPROTO, .unique = unique};
+    size_t total = 0;
+    for (int i = 0; i < count; i++) total += iov[i].iov_len;
+    return write(fd, &refusal, sizeof refusal) < 0 ? -1 : (ssize_t)total;
+  }
+  if (is_init_reply && init_stack_depth > 0) mwk_patch_init_reply(iov, count, init_stack_depth);
+  mwk_patch_open_reply(iov, count);
   ssize_t written = writev(fd, iov, count);
-  if (mode == MODE_FRESH && written >= 0 && notify_fd >= 0 && atomic_load(&init_captured) &&
-      unique == init_unique && !atomic_exchange(&handed_over, 1))
+  if (mode == MODE_FRESH && written >= 0 && notify_fd >= 0 && is_init_reply &&
+      !atomic_exchange(&handed_over, 1))
     hand_over(fd);
   return written;
 }
@@ -190,6 +207,25 @@ static ssize_t kit_splice(int in, off_t *in_offset, int out, off_t *out_offset, 
 // splice_receive, libfuse does not offer FUSE_CAP_SPLICE_READ.
 static const struct fuse_custom_io kit_io = {
     .writev = kit_writev, .read = kit_read, .splice_send = kit_splice};
+
+int mwk_session_route(struct fuse_session *session) {
+  // A test process may serve one session after another.
+  atomic_store(&init_captured, 0);
+  init_stack_depth = 0;
+  init_refused = 0;
+  int result = fuse_session_custom_io(session, &kit_io, fuse_session_fd(session));
+  return result < 0 ? -result : 0;
+}
+
+int mwk_init_offers_passthrough(void) {
+  if (!atomic_load(&init_captured) && mode != MODE_RESUMED) return 0;
+  return mwk_init_request_offers_passthrough(init_request, init_length);
+}
+
+void mwk_answer_init(uint32_t max_stack_depth, int refuse) {
+  init_stack_depth = max_stack_depth;
+  init_refused = refuse;
+}
 
 int mwk_session_hand_over(struct fuse_session *session, int supervisor_fd, int state) {
   mode = MODE_FRESH;

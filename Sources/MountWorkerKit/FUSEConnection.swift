@@ -20,8 +20,8 @@ public struct FUSECapabilities: OptionSet, Sendable, Hashable {
   /// Spliced reply pages may be moved instead of copied.
   public static let spliceMove = FUSECapabilities(FUSE_CAP_SPLICE_MOVE)
   /// Requests are spliced out of the kernel (only helps filesystems that consume write data as a
-  /// descriptor, which this kit does not; it costs a syscall per request). Not offered to a
-  /// worker that hands over its connection: its requests are read through the kit.
+  /// descriptor, which this kit does not; it costs a syscall per request). Not offered: every
+  /// request is read through the kit, which completes INIT and open replies for passthrough.
   public static let spliceRead = FUSECapabilities(FUSE_CAP_SPLICE_READ)
   /// The filesystem handles flock(2) itself (otherwise the kernel keeps such locks locally).
   public static let flockLocks = FUSECapabilities(FUSE_CAP_FLOCK_LOCKS)
@@ -77,8 +77,23 @@ public struct FUSEConnection: Sendable {
   public var congestionThreshold: UInt32
   /// Granularity of the filesystem's timestamps in nanoseconds (1 = exact).
   public var timeGranularity: UInt32
+  /// Why FUSE passthrough cannot be used here (the kernel does not offer it, or the worker lacks
+  /// CAP_SYS_ADMIN in the initial user namespace); nil when it can.
+  public let passthroughUnavailable: String?
+  /// Ask for FUSE passthrough: opens answered with ``FUSEOpenReply/passthrough`` then have
+  /// their reads, writes and mmap done by the kernel on that descriptor's file, without a
+  /// request to the worker. Without it (or where it is unavailable, which the kit says once on
+  /// stderr) those opens take the ordinary path. Not combined with
+  /// ``FUSECapabilities/writebackCache``.
+  public var passthrough: Bool = false
+  /// How deeply the filesystems of backing files may be stacked themselves: 0 for disk and
+  /// memory filesystems, 1 to allow overlayfs or FUSE below (the most the kernel allows). A
+  /// mount with 1 cannot in turn be a layer of overlayfs. A file beyond it is served the
+  /// ordinary way.
+  public var backingStackDepth: UInt32 = 0
 
-  init(_ conn: fuse_conn_info) {
+  init(_ conn: fuse_conn_info, passthroughUnavailable: String?) {
+    self.passthroughUnavailable = passthroughUnavailable
     protocolMajor = conn.proto_major
     protocolMinor = conn.proto_minor
     capable = FUSECapabilities(rawValue: conn.capable)

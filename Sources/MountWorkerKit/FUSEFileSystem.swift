@@ -12,8 +12,10 @@ import Glibc
 /// Names (``FUSEName``) and buffers passed in are only valid until the operation returns.
 public protocol FUSEFileSystem: AnyObject, Sendable {
   /// Negotiates the connection before the first request. Called once, on the FUSE `init`
-  /// request; the kit reports the worker ready right after it returns.
-  func initialize(_ connection: inout FUSEConnection)
+  /// request; the kit reports the worker ready right after it returns. Throwing refuses the
+  /// connection: the kernel fails every access, and ``FUSEWorker/run()`` unmounts and throws
+  /// the error.
+  func initialize(_ connection: inout FUSEConnection) throws(FUSEWorkerError)
 
   /// The session is ending (unmounted or stopped): release what the filesystem holds.
   func destroy()

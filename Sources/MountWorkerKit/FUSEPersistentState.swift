@@ -23,9 +23,16 @@ public final class FUSEPersistentState: @unchecked Sendable {
   /// Whether the bytes were written by an earlier worker of the same mount.
   public let isInherited: Bool
   let descriptor: Int32
+  /// The kit's own part, after the file system's: the backing files of FUSE passthrough
+  /// (``PassthroughRecords``). Nil in a state inherited from a worker that kept none.
+  let kitBytes: UnsafeMutableRawBufferPointer?
 
-  private init(bytes: UnsafeMutableRawBufferPointer, isInherited: Bool, descriptor: Int32) {
+  private init(
+    bytes: UnsafeMutableRawBufferPointer, kitBytes: UnsafeMutableRawBufferPointer?,
+    isInherited: Bool, descriptor: Int32
+  ) {
     self.bytes = bytes
+    self.kitBytes = kitBytes
     self.isInherited = isInherited
     self.descriptor = descriptor
   }
@@ -38,31 +45,37 @@ public final class FUSEPersistentState: @unchecked Sendable {
       if let attached { return attached }
       let state: FUSEPersistentState
       if let inherited = ResumedConnection.shared?.stateDescriptor {
-        state = try map(inherited, size: nil, isInherited: true)
+        state = try map(inherited, size: nil)
       } else {
         let descriptor = mwk_memfd("mountsup-state")
         guard descriptor >= 0 else {
           throw FUSEWorkerError("cannot create the worker state: memfd_create", errno: errno)
         }
-        guard ftruncate(descriptor, off_t(size)) == 0 else {
+        guard ftruncate(descriptor, off_t(kitOffset(after: size) + PassthroughRecords.size)) == 0
+        else {
           let code = errno
           close(descriptor)
           throw FUSEWorkerError("cannot size the worker state", errno: code)
         }
-        state = try map(descriptor, size: size, isInherited: false)
+        state = try map(descriptor, size: size)
       }
       attached = state
       return state
     }
   }
 
-  /// The state attached in this process, if any; the worker hands it to the supervisor.
-  static var current: FUSEPersistentState? { attached.withLock { $0 } }
+  /// Where the kit's part starts: after `size` bytes of the file system's, page-aligned.
+  private static func kitOffset(after size: Int) -> Int {
+    let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+    return (size + page - 1) / page * page
+  }
 
-  private static func map(_ descriptor: Int32, size: Int?, isInherited: Bool)
-    throws(FUSEWorkerError) -> FUSEPersistentState
+  /// Maps a new state of `size` bytes (with the kit's part after it), or an inherited one
+  /// (`size` nil), whose kit part is recognised by its magic number at the end.
+  private static func map(_ descriptor: Int32, size: Int?) throws(FUSEWorkerError)
+    -> FUSEPersistentState
   {
-    var length = size ?? 0
+    var length = kitOffset(after: size ?? 0) + PassthroughRecords.size
     if size == nil {
       var attributes = stat()
       guard fstat(descriptor, &attributes) == 0 else {
@@ -73,9 +86,23 @@ public final class FUSEPersistentState: @unchecked Sendable {
     guard let base = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_SHARED, descriptor, 0),
       base != MAP_FAILED
     else { throw FUSEWorkerError("cannot map the worker state", errno: errno) }
+    let whole = UnsafeMutableRawBufferPointer(start: base, count: length)
+    let kitStart: Int?
+    if let size {
+      kitStart = kitOffset(after: size)
+      PassthroughRecords.format(
+        UnsafeMutableRawBufferPointer(rebasing: whole[kitStart!...]))
+    } else {
+      let candidate = length - PassthroughRecords.size
+      kitStart =
+        candidate >= 0
+          && PassthroughRecords.isFormatted(UnsafeRawBufferPointer(rebasing: whole[candidate...]))
+        ? candidate : nil
+    }
     return FUSEPersistentState(
-      bytes: UnsafeMutableRawBufferPointer(start: base, count: length), isInherited: isInherited,
-      descriptor: descriptor)
+      bytes: UnsafeMutableRawBufferPointer(rebasing: whole[..<(size ?? kitStart ?? length)]),
+      kitBytes: kitStart.map { UnsafeMutableRawBufferPointer(rebasing: whole[$0...]) },
+      isInherited: size == nil, descriptor: descriptor)
   }
 
   private static let attached = Mutex<FUSEPersistentState?>(nil)

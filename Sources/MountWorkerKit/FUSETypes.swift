@@ -169,11 +169,22 @@ public struct FUSEOpenReply: Sendable {
   public var cacheDirectory: Bool
   /// Do not send flush when a descriptor of this file is closed.
   public var noFlush: Bool
+  /// A descriptor of the opened regular file (any access mode, even `O_PATH`) whose file the
+  /// kernel reads, writes and maps directly when the connection uses
+  /// ``FUSEConnection/passthrough``: those operations then never reach the worker, and
+  /// ``keepCache`` does not apply. The kit registers the file per node (later opens of the
+  /// node share the first one's registration, so it must be the same file) until the node's
+  /// last such open is released; the descriptor only needs to stay open during the call.
+  /// Once a node has open files passing through, every open of it must pass through (the
+  /// kernel fails the others with EIO). Ignored with ``nonSeekable``.
+  public var passthrough: Int32?
 
   public init(
     handle: UInt64 = 0, keepCache: Bool = false, directIO: Bool = false,
-    nonSeekable: Bool = false, cacheDirectory: Bool = false, noFlush: Bool = false
+    nonSeekable: Bool = false, cacheDirectory: Bool = false, noFlush: Bool = false,
+    passthrough: Int32? = nil
   ) {
+    self.passthrough = passthrough
     self.handle = handle
     self.keepCache = keepCache
     self.directIO = directIO

@@ -191,7 +191,14 @@ public final class FUSEWorker: Sendable {
       }
     }
 
-    let context = SessionContext(fileSystem: fileSystem, notifier: configuration.notifier)
+    // A worker that hands over or resumes keeps its backing ids in the state the supervisor
+    // holds (the kit's part of it), whether or not the file system keeps anything there.
+    let handsOver = configuration.handsOverConnection && HandoverOffer.isOffered
+    let state =
+      handsOver || resumed != nil ? try FUSEPersistentState.attach(size: 0) : nil
+    let context = SessionContext(
+      fileSystem: fileSystem, notifier: configuration.notifier,
+      passthrough: Passthrough(state: state))
     var operations = SessionContext.operations
     guard
       let session = fuse_session_new(
@@ -203,6 +210,7 @@ public final class FUSEWorker: Sendable {
         errno: EINVAL)
     }
     defer { withExtendedLifetime(context) { fuse_session_destroy(session) } }
+    context.session = session
 
     if configuration.handlesSignals {
       // A mask inherited from a thread of the parent (Dispatch threads block most signals)
@@ -235,18 +243,19 @@ public final class FUSEWorker: Sendable {
             + FUSEWorker.libfuseMessage(or: String(cString: strerror(code == 0 ? EIO : code))),
           errno: code == 0 ? EIO : code)
       }
-      if configuration.handsOverConnection, HandoverOffer.isOffered,
-        let channel = configuration.notifier.descriptor
-      {
-        let code = mwk_session_hand_over(
-          session, channel, FUSEPersistentState.current?.descriptor ?? -1)
-        guard code == 0 else {
-          fuse_session_unmount(session)
-          throw FUSEWorkerError(
-            "cannot route the FUSE connection: " + String(cString: strerror(code)), errno: code)
+      let code =
+        if handsOver, let channel = configuration.notifier.descriptor {
+          mwk_session_hand_over(session, channel, state?.descriptor ?? -1)
+        } else {
+          mwk_session_route(session)
         }
+      guard code == 0 else {
+        fuse_session_unmount(session)
+        throw FUSEWorkerError(
+          "cannot route the FUSE connection: " + String(cString: strerror(code)), errno: code)
       }
     }
+    context.passthrough.serve(on: fuse_session_fd(session))
     // A resumed session has no mountpoint of its own to unmount: libfuse skips it.
     defer { fuse_session_unmount(session) }
 
@@ -263,6 +272,7 @@ public final class FUSEWorker: Sendable {
     fuse_loop_cfg_set_clone_fd(loopConfiguration, clones && resumed == nil ? 1 : 0)
 
     let result = fuse_session_loop_mt(session, loopConfiguration)
+    if let refusal = context.refusal { throw refusal }
     context.sendStopping()
     // Positive results are the signal that ended the loop: a requested, clean stop.
     if result < 0 {
@@ -299,12 +309,30 @@ public final class FUSEWorker: Sendable {
 final class SessionContext: Sendable {
   let fileSystem: any FUSEFileSystem
   let notifier: SupervisorNotifier
+  let passthrough: Passthrough
+  /// The session, set once before it serves.
+  nonisolated(unsafe) var session: OpaquePointer?
   private let stoppingSent = Atomic<Bool>(false)
+  private let refused = Mutex<FUSEWorkerError?>(nil)
 
-  init(fileSystem: any FUSEFileSystem, notifier: SupervisorNotifier) {
+  init(fileSystem: any FUSEFileSystem, notifier: SupervisorNotifier, passthrough: Passthrough) {
     self.fileSystem = fileSystem
     self.notifier = notifier
+    self.passthrough = passthrough
   }
+
+  /// The file system refused the connection in `initialize`: INIT is answered with an error
+  /// (every access to the mount fails) and the session ends with `error`.
+  func refuse(_ error: FUSEWorkerError) {
+    refused.withLock { $0 = error }
+    // A worker that never served does not announce a stop, only its error.
+    stoppingSent.store(true, ordering: .relaxed)
+    mwk_answer_init(0, 1)
+    fuse_session_exit(session)
+  }
+
+  /// Why the file system refused the connection, if it did.
+  var refusal: FUSEWorkerError? { refused.withLock { $0 } }
 
   /// Sends `STOPPING=1` once, from whichever comes first: the loop's end or `destroy`.
   func sendStopping() {

@@ -7,7 +7,7 @@ import Glibc
 // reply. Entries and opens that the kernel did not accept (the caller was interrupted) are
 // handed back to the filesystem through forget/release so that no lookup count or handle leaks.
 
-private func fail(_ request: fuse_req_t?, _ error: FUSEError) {
+func fail(_ request: fuse_req_t?, _ error: FUSEError) {
   fuse_reply_err(request, error.errno)
 }
 
@@ -38,7 +38,7 @@ private func replyListing(
   fuse_reply_buf(request, buffer.base, buffer.count)
 }
 
-private func name(_ pointer: UnsafePointer<CChar>?) -> FUSEName { FUSEName(pointer!) }
+func name(_ pointer: UnsafePointer<CChar>?) -> FUSEName { FUSEName(pointer!) }
 
 /// A request the kernel resent after the worker that first read it died may have been carried
 /// out already. For one that makes a name, `EEXIST` then means "done": it is answered with the
@@ -55,7 +55,7 @@ private func repeatedRemoval(_ error: FUSEError, _ request: fuse_req_t?) -> Int3
   error.errno == ENOENT && FUSERequest(request!).isResent ? 0 : error.errno
 }
 
-private func handle(_ info: UnsafeMutablePointer<fuse_file_info>?) -> UInt64 {
+func handle(_ info: UnsafeMutablePointer<fuse_file_info>?) -> UInt64 {
   info?.pointee.fh ?? 0
 }
 
@@ -65,9 +65,17 @@ extension SessionContext {
 
     ops.`init` = { userdata, conn in
       let context = SessionContext.of(userdata: userdata)
-      var connection = FUSEConnection(conn!.pointee)
-      context.fileSystem.initialize(&connection)
+      var connection = FUSEConnection(
+        conn!.pointee, passthroughUnavailable: Passthrough.unavailability())
+      do throws(FUSEWorkerError) {
+        try context.fileSystem.initialize(&connection)
+      } catch {
+        context.refuse(error)
+        return
+      }
       connection.apply(to: conn!)
+      mwk_answer_init(
+        context.passthrough.negotiate(connection, resumed: ResumedConnection.shared != nil), 0)
       context.notifier.ready()
     }
 
@@ -213,18 +221,6 @@ extension SessionContext {
       } catch { fail(req, error) }
     }
 
-    ops.open = { req, inode, info in
-      let fs = SessionContext.of(req).fileSystem
-      do throws(FUSEError) {
-        let flags = info!.pointee.flags
-        let reply = try fs.open(FUSERequest(req!), inode: FUSEInode(inode), flags: flags)
-        reply.apply(to: info!)
-        if fuse_reply_open(req, info) != 0 {
-          fs.release(inode: FUSEInode(inode), handle: reply.handle, flags: flags)
-        }
-      } catch { fail(req, error) }
-    }
-
     ops.read = { req, inode, size, offset, info in
       let fs = SessionContext.of(req).fileSystem
       do throws(FUSEError) {
@@ -261,30 +257,12 @@ extension SessionContext {
       } catch { fail(req, error) }
     }
 
-    ops.release = { req, inode, info in
-      SessionContext.of(req).fileSystem.release(
-        inode: FUSEInode(inode), handle: handle(info), flags: info?.pointee.flags ?? 0)
-      fuse_reply_err(req, 0)
-    }
-
     ops.fsync = { req, inode, dataOnly, info in
       let fs = SessionContext.of(req).fileSystem
       do throws(FUSEError) {
         try fs.fsync(
           FUSERequest(req!), inode: FUSEInode(inode), handle: handle(info), dataOnly: dataOnly != 0)
         fuse_reply_err(req, 0)
-      } catch { fail(req, error) }
-    }
-
-    ops.opendir = { req, inode, info in
-      let fs = SessionContext.of(req).fileSystem
-      do throws(FUSEError) {
-        let reply = try fs.opendir(
-          FUSERequest(req!), inode: FUSEInode(inode), flags: info!.pointee.flags)
-        reply.apply(to: info!)
-        if fuse_reply_open(req, info) != 0 {
-          fs.releasedir(inode: FUSEInode(inode), handle: reply.handle)
-        }
       } catch { fail(req, error) }
     }
 
@@ -304,11 +282,6 @@ extension SessionContext {
           FUSERequest(req!), inode: FUSEInode(inode), handle: handle(info), offset: Int64(offset),
           into: &buffer)
       }
-    }
-
-    ops.releasedir = { req, inode, info in
-      SessionContext.of(req).fileSystem.releasedir(inode: FUSEInode(inode), handle: handle(info))
-      fuse_reply_err(req, 0)
     }
 
     ops.fsyncdir = { req, inode, dataOnly, info in
@@ -369,22 +342,6 @@ extension SessionContext {
       } catch { fail(req, error) }
     }
 
-    ops.create = { req, parent, entryName, mode, info in
-      let fs = SessionContext.of(req).fileSystem
-      do throws(FUSEError) {
-        let flags = info!.pointee.flags
-        let (entry, reply) = try fs.create(
-          FUSERequest(req!), parent: FUSEInode(parent), name: name(entryName), mode: mode,
-          flags: flags)
-        reply.apply(to: info!)
-        var parameter = entry.parameter
-        if fuse_reply_create(req, &parameter, info) != 0 {
-          fs.release(inode: entry.inode, handle: reply.handle, flags: flags)
-          fs.forget(inode: entry.inode, lookups: 1)
-        }
-      } catch { fail(req, error) }
-    }
-
     ops.fallocate = { req, inode, mode, offset, length, info in
       let fs = SessionContext.of(req).fileSystem
       do throws(FUSEError) {
@@ -418,6 +375,7 @@ extension SessionContext {
       } catch { fail(req, error) }
     }
 
+    addFileOperations(to: &ops)
     return ops
   }
 }

@@ -88,7 +88,8 @@ struct MirrorCommand: ParsableCommand {
       state: state,
       timeouts: MirrorTimeouts(
         attributes: options.attributeTimeout, entries: options.entryTimeout,
-        negativeEntries: options.negativeTimeout))
+        negativeEntries: options.negativeTimeout),
+      passthrough: options.passthrough)
     let worker = FUSEWorker(
       fileSystem: fileSystem, mountpoint: mountpoint,
       options: FUSEMountOptions(

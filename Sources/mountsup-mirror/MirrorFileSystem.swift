@@ -3,13 +3,6 @@ import Glibc
 import MountWorkerKit
 import Synchronization
 
-/// Cache lifetimes the kernel is given, in seconds.
-struct MirrorTimeouts: Sendable {
-  var attributes: Double = 1
-  var entries: Double = 1
-  var negativeEntries: Double = 0
-}
-
 /// A passthrough of the directory SOURCE: every operation is the same syscall on the same file
 /// of SOURCE, made relative to the `O_PATH` descriptor of the node it concerns (as libfuse's
 /// passthrough_ll does), so renames and unlinks under an open file never confuse it.
@@ -22,7 +15,10 @@ final class MirrorFileSystem: FUSEFileSystem {
   let nodes: InodeTable
   let handles: OpenHandles
   let timeouts: MirrorTimeouts
-  private let runsAsRoot = geteuid() == 0
+  let passthrough: PassthroughMode
+  /// How deeply SOURCE's filesystem is stacked itself (1 on overlayfs or FUSE), for passthrough.
+  let sourceStackDepth: UInt32
+  let runsAsRoot = geteuid() == 0
 
   /// How long an entry reply keeps the kernel's name and attributes valid, in nanoseconds.
   private let freshFor: UInt64
@@ -31,34 +27,19 @@ final class MirrorFileSystem: FUSEFileSystem {
   private let localDevice: UInt64?
   private let descriptorsExhausted = Atomic<Bool>(false)
 
-  init(root: MirrorNode, state: MirrorState, timeouts: MirrorTimeouts) {
+  init(
+    root: MirrorNode, state: MirrorState, timeouts: MirrorTimeouts,
+    passthrough: PassthroughMode
+  ) {
     nodes = InodeTable(root: root, state: state)
     handles = OpenHandles(state: state, nodes: nodes)
     self.timeouts = timeouts
+    self.passthrough = passthrough
     // Capped at 30 years, which keeps the nanoseconds within UInt64.
     freshFor = UInt64(min(timeouts.attributes, timeouts.entries, 1e9) * 1e9)
-    let isLocal = MirrorFileSystem.localFilesystemTypes.contains(
-      mwk_filesystem_type(root.descriptor))
-    localDevice = isLocal ? root.key.device : nil
-  }
-
-  /// statfs(2) magic numbers of disk and memory filesystems: ext2/3/4, XFS, Btrfs, F2FS, ZFS,
-  /// bcachefs, tmpfs, ramfs. Network and FUSE filesystems are not among them: they may report
-  /// deferred write errors on close, which flush passes on.
-  static let localFilesystemTypes: Set<Int64> = [
-    0xEF53, 0x5846_5342, 0x9123_683E, 0xF2F5_2010, 0x2FC1_2FC1, 0xCA45_1A4E, 0x0102_1994,
-    0x8584_58F6,
-  ]
-
-  func initialize(_ connection: inout FUSEConnection) {
-    connection.wanted.insert([.readdirPlus, .readdirPlusAuto, .cacheSymlinks, .spliceWrite])
-    // The kernel clears set-id bits through setattr, which this mirror performs with the
-    // caller's view; a root worker writing through its own descriptor would not clear them.
-    connection.wanted.remove(.handleKillPrivileges)
-    connection.maxWrite = 1 << 20
-    connection.maxBackground = 64
-    connection.congestionThreshold = 48
-    connection.timeGranularity = 1
+    let type = mwk_filesystem_type(root.descriptor)
+    localDevice = MirrorFileSystem.localFilesystemTypes.contains(type) ? root.key.device : nil
+    sourceStackDepth = MirrorFileSystem.stackedFilesystemTypes.contains(type) ? 1 : 0
   }
 
   // MARK: Names and attributes
@@ -76,7 +57,7 @@ final class MirrorFileSystem: FUSEFileSystem {
 
   /// Looks `name` up in `directory` and counts the lookup. A file the kernel already knows
   /// costs one fstatat; a new one is opened with `O_PATH` and adopted.
-  private func entry(in directory: MirrorNode, name: UnsafePointer<CChar>) throws(FUSEError)
+  func entry(in directory: MirrorNode, name: UnsafePointer<CChar>) throws(FUSEError)
     -> FUSEEntry
   {
     var attributes = stat()
@@ -110,7 +91,7 @@ final class MirrorFileSystem: FUSEFileSystem {
     return error
   }
 
-  private func entry(in directory: MirrorNode, name: FUSEName) throws(FUSEError) -> FUSEEntry {
+  func entry(in directory: MirrorNode, name: FUSEName) throws(FUSEError) -> FUSEEntry {
     try entry(in: directory, name: name.cString)
   }
 
@@ -224,98 +205,6 @@ final class MirrorFileSystem: FUSEFileSystem {
     }
   }
 
-  // MARK: Creating and removing names
-
-  func mknod(
-    _ request: FUSERequest, parent: FUSEInode, name: FUSEName, mode: mode_t, device: dev_t
-  ) throws(FUSEError) -> FUSEEntry {
-    let directory = try nodes.node(parent)
-    guard mknodat(directory.descriptor, name.cString, mode, device) == 0 else { throw .current }
-    try giveToCaller(request, directory: directory, name: name, removeFlags: 0)
-    return try entry(in: directory, name: name)
-  }
-
-  func mkdir(_ request: FUSERequest, parent: FUSEInode, name: FUSEName, mode: mode_t)
-    throws(FUSEError) -> FUSEEntry
-  {
-    let directory = try nodes.node(parent)
-    guard mkdirat(directory.descriptor, name.cString, mode) == 0 else { throw .current }
-    try giveToCaller(request, directory: directory, name: name, removeFlags: AT_REMOVEDIR)
-    return try entry(in: directory, name: name)
-  }
-
-  func symlink(_ request: FUSERequest, target: FUSEName, parent: FUSEInode, name: FUSEName)
-    throws(FUSEError) -> FUSEEntry
-  {
-    let directory = try nodes.node(parent)
-    guard symlinkat(target.cString, directory.descriptor, name.cString) == 0 else {
-      throw .current
-    }
-    try giveToCaller(request, directory: directory, name: name, removeFlags: 0)
-    return try entry(in: directory, name: name)
-  }
-
-  func link(_ request: FUSERequest, inode: FUSEInode, newParent: FUSEInode, newName: FUSEName)
-    throws(FUSEError) -> FUSEEntry
-  {
-    let node = try nodes.node(inode)
-    let directory = try nodes.node(newParent)
-    let result = withProcPath(node.descriptor) {
-      linkat(AT_FDCWD, $0, directory.descriptor, newName.cString, AT_SYMLINK_FOLLOW)
-    }
-    guard result == 0 else { throw .current }
-    return try entry(in: directory, name: newName)
-  }
-
-  func unlink(_ request: FUSERequest, parent: FUSEInode, name: FUSEName) throws(FUSEError) {
-    guard unlinkat(try nodes.node(parent).descriptor, name.cString, 0) == 0 else { throw .current }
-  }
-
-  func rmdir(_ request: FUSERequest, parent: FUSEInode, name: FUSEName) throws(FUSEError) {
-    guard unlinkat(try nodes.node(parent).descriptor, name.cString, AT_REMOVEDIR) == 0 else {
-      throw .current
-    }
-  }
-
-  func rename(
-    _ request: FUSERequest, parent: FUSEInode, name: FUSEName, newParent: FUSEInode,
-    newName: FUSEName, flags: FUSERenameFlags
-  ) throws(FUSEError) {
-    guard
-      mwk_renameat2(
-        try nodes.node(parent).descriptor, name.cString, try nodes.node(newParent).descriptor,
-        newName.cString, flags.rawValue) == 0
-    else { throw .current }
-  }
-
-  /// A root worker creates files as root; give a new file to the user who asked for it, with
-  /// the group the caller's (or, in a set-group-id directory, the directory's). On failure
-  /// the new file is removed again so that the caller sees one error and no half-made file.
-  private func giveToCaller(
-    _ request: FUSERequest, directory: MirrorNode, name: FUSEName, removeFlags: Int32,
-    descriptor: Int32? = nil
-  ) throws(FUSEError) {
-    guard runsAsRoot else { return }
-    let caller = request.context
-    guard caller.uid != 0 || caller.gid != 0 else { return }
-    var parent = stat()
-    guard fstatat(directory.descriptor, "", &parent, MWK_AT_EMPTY_PATH) == 0 else {
-      throw .current
-    }
-    let gid = parent.st_mode & S_ISGID != 0 ? gid_t.max : caller.gid
-    let result =
-      if let descriptor {
-        fchown(descriptor, caller.uid, gid)
-      } else {
-        fchownat(directory.descriptor, name.cString, caller.uid, gid, AT_SYMLINK_NOFOLLOW)
-      }
-    guard result == 0 else {
-      let error = FUSEError.current
-      unlinkat(directory.descriptor, name.cString, removeFlags)
-      throw error
-    }
-  }
-
   // MARK: Files
 
   /// Open flags for SOURCE: `O_DIRECT` is answered with direct I/O in the kernel instead
@@ -331,7 +220,8 @@ final class MirrorFileSystem: FUSEFileSystem {
     let handle = try handles.add(.file(descriptor), node: node.id, flags: flags)
     return FUSEOpenReply(
       handle: handle, keepCache: true, directIO: flags & MWK_O_DIRECT != 0,
-      noFlush: flags & O_ACCMODE == O_RDONLY || node.key.device == localDevice)
+      noFlush: flags & O_ACCMODE == O_RDONLY || node.key.device == localDevice,
+      passthrough: passthrough == .off ? nil : descriptor)
   }
 
   func open(_ request: FUSERequest, inode: FUSEInode, flags: Int32) throws(FUSEError)
@@ -453,200 +343,5 @@ final class MirrorFileSystem: FUSEFileSystem {
     let result = Glibc.lseek(try handles.file(handle), off_t(offset), whence)
     guard result >= 0 else { throw .current }
     return Int64(result)
-  }
-
-  // MARK: Directories
-
-  func opendir(_ request: FUSERequest, inode: FUSEInode, flags: Int32) throws(FUSEError)
-    -> FUSEOpenReply
-  {
-    let node = try nodes.node(inode)
-    let handle = try handles.add(
-      .directory(DirectoryHandle(opening: node)), node: node.id, flags: flags)
-    return FUSEOpenReply(handle: handle)
-  }
-
-  private func directory(_ handle: UInt64) throws(FUSEError) -> DirectoryHandle {
-    try handles.directory(handle)
-  }
-
-  func releasedir(inode: FUSEInode, handle: UInt64) {
-    handles.remove(handle)
-  }
-
-  func fsyncdir(_ request: FUSERequest, inode: FUSEInode, handle: UInt64, dataOnly: Bool)
-    throws(FUSEError)
-  {
-    let descriptor = dirfd(try directory(handle).stream)
-    guard (dataOnly ? fdatasync(descriptor) : Glibc.fsync(descriptor)) == 0 else {
-      throw .current
-    }
-  }
-
-  func readdir(
-    _ request: FUSERequest, inode: FUSEInode, handle: UInt64, offset: Int64,
-    into buffer: inout FUSEDirectoryBuffer
-  ) throws(FUSEError) {
-    try directory(handle).list(from: offset) { entry, nextOffset in
-      withDirentName(entry) { name in
-        buffer.add(
-          name: name, inode: UInt64(entry.pointee.d_ino),
-          type: mode_t(entry.pointee.d_type) << 12, nextOffset: nextOffset)
-      }
-    }
-  }
-
-  func readdirplus(
-    _ request: FUSERequest, inode: FUSEInode, handle: UInt64, offset: Int64,
-    into buffer: inout FUSEDirectoryBuffer
-  ) throws(FUSEError) {
-    let parent = try nodes.node(inode)
-    let instant = monotonicNanoseconds()
-    try directory(handle).list(from: offset) { entry, nextOffset throws(FUSEError) in
-      try withDirentName(entry) { name throws(FUSEError) in
-        // An entry with node id 0 is a plain name for the kernel: no attributes, no lookup
-        // counted. That suits "." and "..", and files whose name and attributes the kernel
-        // still holds as valid: refreshing them would cost a stat here and work in the
-        // kernel, and it would keep the kernel choosing readdirplus for listings that do not
-        // need it (its heuristic follows the entries that came with attributes).
-        let key = SourceKey(device: parent.key.device, inode: UInt64(entry.pointee.d_ino))
-        if FUSEName(name).isDotOrDotDot || nodes.peek(key)?.isFresh(at: instant) == true {
-          var attributes = stat()
-          attributes.st_ino = entry.pointee.d_ino
-          attributes.st_mode = mode_t(entry.pointee.d_type) << 12
-          let nameOnly = FUSEEntry(
-            inode: FUSEInode(0), attributes: FUSEAttributes(attributes), attributeTimeout: 0,
-            entryTimeout: 0)
-          return buffer.addPlus(name: name, entry: nameOnly, nextOffset: nextOffset)
-        }
-        let found: FUSEEntry
-        do throws(FUSEError) {
-          found = try self.entry(in: parent, name: name)
-        } catch {
-          // Removed since the listing was read: leave it out.
-          guard error.errno == ENOENT else { throw error }
-          return true
-        }
-        guard buffer.addPlus(name: name, entry: found, nextOffset: nextOffset) else {
-          nodes.forget(found.inode, count: 1)
-          return false
-        }
-        return true
-      }
-    }
-  }
-
-  // MARK: Filesystem and extended attributes
-
-  func statfs(_ request: FUSERequest, inode: FUSEInode) throws(FUSEError) -> statvfs {
-    var statistics = statvfs()
-    guard fstatvfs(try nodes.node(inode).descriptor, &statistics) == 0 else { throw .current }
-    return statistics
-  }
-
-  func access(_ request: FUSERequest, inode: FUSEInode, mask: Int32) throws(FUSEError) {
-    guard faccessat(try nodes.node(inode).descriptor, "", mask, MWK_AT_EMPTY_PATH) == 0 else {
-      throw .current
-    }
-  }
-
-  func setxattr(
-    _ request: FUSERequest, inode: FUSEInode, name: FUSEName, value: UnsafeRawBufferPointer,
-    flags: Int32
-  ) throws(FUSEError) {
-    let result = try withProcPath(nodes.node(inode).descriptor) {
-      CMountWorkerKitSupport.setxattr($0, name.cString, value.baseAddress, value.count, flags)
-    }
-    guard result == 0 else { throw .current }
-  }
-
-  func getxattr(
-    _ request: FUSERequest, inode: FUSEInode, name: FUSEName,
-    into buffer: UnsafeMutableRawBufferPointer
-  ) throws(FUSEError) -> Int {
-    let length = try withProcPath(nodes.node(inode).descriptor) {
-      CMountWorkerKitSupport.getxattr($0, name.cString, buffer.baseAddress, buffer.count)
-    }
-    guard length >= 0 else { throw .current }
-    return length
-  }
-
-  func listxattr(
-    _ request: FUSERequest, inode: FUSEInode, into buffer: UnsafeMutableRawBufferPointer
-  ) throws(FUSEError) -> Int {
-    let length = try withProcPath(nodes.node(inode).descriptor) {
-      CMountWorkerKitSupport.listxattr(
-        $0, buffer.baseAddress?.assumingMemoryBound(to: CChar.self), buffer.count)
-    }
-    guard length >= 0 else { throw .current }
-    return length
-  }
-
-  func removexattr(_ request: FUSERequest, inode: FUSEInode, name: FUSEName) throws(FUSEError) {
-    let result = try withProcPath(nodes.node(inode).descriptor) {
-      CMountWorkerKitSupport.removexattr($0, name.cString)
-    }
-    guard result == 0 else { throw .current }
-  }
-}
-
-/// Runs `body` with the NUL-terminated name of a directory entry.
-@inline(__always)
-private func withDirentName<Result, Failure: Error>(
-  _ entry: UnsafeMutablePointer<dirent>,
-  _ body: (UnsafePointer<CChar>) throws(Failure) -> Result
-) throws(Failure) -> Result {
-  let name = UnsafeRawPointer(entry).advanced(by: MemoryLayout<dirent>.offset(of: \.d_name)!)
-    .assumingMemoryBound(to: CChar.self)
-  return try body(name)
-}
-
-/// An open directory: its stream and where the stream stands, so that consecutive readdir
-/// requests continue without seeking. Requests on one handle are serialised.
-final class DirectoryHandle: Sendable {
-  /// The `DIR *`, only used under `position`'s lock.
-  nonisolated(unsafe) let stream: OpaquePointer
-  /// The offset the stream will read next.
-  private let position = Mutex<Int64>(0)
-
-  init(stream: OpaquePointer) { self.stream = stream }
-
-  /// Opens the directory `node` for listing.
-  convenience init(opening node: MirrorNode) throws(FUSEError) {
-    let descriptor = openat(node.descriptor, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-    guard descriptor >= 0 else { throw .current }
-    guard let stream = fdopendir(descriptor) else {
-      let error = FUSEError.current
-      close(descriptor)
-      throw error
-    }
-    self.init(stream: stream)
-  }
-
-  deinit { closedir(stream) }
-
-  /// Feeds entries from `offset` on to `add` until it returns `false` (full) or the directory
-  /// ends. `add` gets each entry with the offset of the entry after it.
-  func list(
-    from offset: Int64,
-    _ add: (UnsafeMutablePointer<dirent>, Int64) throws(FUSEError) -> Bool
-  ) throws(FUSEError) {
-    try position.withLock { position throws(FUSEError) in
-      if position != offset {
-        seekdir(stream, Int(offset))
-        position = offset
-      }
-      while true {
-        Glibc.errno = 0
-        guard let entry = Glibc.readdir(stream) else {
-          if Glibc.errno != 0 { throw FUSEError.current }
-          return
-        }
-        let next = Int64(entry.pointee.d_off)
-        position = next
-        // An entry that did not fit is asked for again by offset, which seeks back to it.
-        guard try add(entry, next) else { return }
-      }
-    }
   }
 }

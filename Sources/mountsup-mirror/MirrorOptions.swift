@@ -1,3 +1,13 @@
+/// Whether reads, writes and mmap of open files bypass the worker (FUSE passthrough).
+enum PassthroughMode: String, Equatable, Sendable {
+  /// Where the kernel offers it and the worker may use it (root), otherwise through the worker.
+  case auto
+  /// Always; a mirror that cannot fails at start.
+  case on
+  /// Never: every read and write goes through the worker.
+  case off
+}
+
 /// The `-o` options of mountsup-mirror, parsed from one or more comma-separated lists.
 struct MirrorOptions: Equatable {
   var readOnly = false
@@ -7,6 +17,7 @@ struct MirrorOptions: Equatable {
   var entryTimeout = 1.0
   var negativeTimeout = 0.0
   var maxThreads = 10
+  var passthrough = PassthroughMode.auto
   /// Generic mount flags passed on to the kernel unchanged.
   var kernelFlags: [String] = []
 
@@ -26,6 +37,11 @@ struct MirrorOptions: Equatable {
       entry_timeout=SEC    kernel cache time of names (default 1)
       negative_timeout=SEC kernel cache time of missing names (default 0)
       max_threads=N        most requests served at once (default 10)
+      passthrough=MODE     auto, on or off: reads, writes and mmap of open
+                           files go straight to SOURCE's files in the kernel
+                           (FUSE passthrough, Linux 6.9+, as root); auto
+                           (default) uses it where it can, on fails at start
+                           where it cannot
       nosuid, nodev, noexec, noatime, relatime, sync, dirsync and the like
                            go to the kernel as they are
     """
@@ -62,6 +78,11 @@ struct MirrorOptions: Equatable {
         throw Invalid(description: "max_threads must be a number from 1 to 1024, not '\(text)'")
       }
       maxThreads = count
+    case ("passthrough", let text?):
+      guard let mode = PassthroughMode(rawValue: text) else {
+        throw Invalid(description: "passthrough must be auto, on or off, not '\(text)'")
+      }
+      passthrough = mode
     case (_, nil) where MirrorOptions.kernelFlagNames.contains(key):
       kernelFlags.append(key)
     default:

@@ -46,9 +46,11 @@ struct DataSafetyTests {
 
   static let sizes = [0, 1, 4096, 100_000, 1 << 20, 3 << 20]
 
-  @Test("everything written before a clean stop is in SOURCE once the worker has exited")
-  func cleanStop() throws {
-    try withMirror { (mirror, scratch) throws in
+  @Test(
+    "everything written before a clean stop is in SOURCE once the worker has exited",
+    arguments: PassthroughTests.modes)
+  func cleanStop(mode: String) throws {
+    try withMirror(options: [mode]) { (mirror, scratch) throws in
       for (index, size) in DataSafetyTests.sizes.enumerated() {
         try DataSafetyTests.write(
           DataSafetyTests.content(index, size: size), to: mirror.mountpoint + "/file\(index)",

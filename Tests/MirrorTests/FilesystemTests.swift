@@ -184,9 +184,9 @@ struct FilesystemTests {
     }
   }
 
-  @Test("a sparse write at 5 GiB lands at 5 GiB in SOURCE")
-  func beyondFourGiB() throws {
-    try withMirror { (mirror, scratch) throws in
+  @Test("a sparse write at 5 GiB lands at 5 GiB in SOURCE", arguments: PassthroughTests.modes)
+  func beyondFourGiB(mode: String) throws {
+    try withMirror(options: [mode]) { (mirror, scratch) throws in
       let m = mirror.mountpoint
       let offset: off_t = 5 << 30
       let descriptor = open(m + "/sparse", O_RDWR | O_CREAT, 0o644)

@@ -12,6 +12,7 @@ struct MirrorOptionsTests {
     #expect(options.attributeTimeout == 1 && options.entryTimeout == 1)
     #expect(options.negativeTimeout == 0)
     #expect(options.maxThreads == 10)
+    #expect(options.passthrough == .auto)
   }
 
   @Test("several lists, later values win, kernel flags pass through")
@@ -19,6 +20,7 @@ struct MirrorOptionsTests {
     let options = try MirrorOptions(parsing: [
       "ro,allow_other,attr_timeout=2.5", "entry_timeout=0,negative_timeout=7,rw,ro",
       "fsname=photos\\,2024,max_threads=4,noatime,nosuid,default_permissions",
+      "passthrough=on,passthrough=off",
     ])
     #expect(options.readOnly)
     #expect(options.allowOther)
@@ -28,6 +30,8 @@ struct MirrorOptionsTests {
     #expect(options.fsName == "photos,2024")
     #expect(options.maxThreads == 4)
     #expect(options.kernelFlags == ["noatime", "nosuid"])
+    #expect(options.passthrough == .off)
+    #expect(try MirrorOptions(parsing: ["passthrough=on"]).passthrough == .on)
   }
 
   @Test(
@@ -40,6 +44,8 @@ struct MirrorOptionsTests {
       ("fsname=", "unknown mount option 'fsname='"),
       ("ro=1", "unknown mount option 'ro=1'"),
       ("subtype=x", "unknown mount option 'subtype=x'"),
+      ("passthrough=yes", "passthrough must be auto, on or off, not 'yes'"),
+      ("passthrough", "unknown mount option 'passthrough'"),
     ])
   func rejected(option: String, reason: String) {
     #expect(throws: MirrorOptions.Invalid.self) { try MirrorOptions(parsing: [option]) }

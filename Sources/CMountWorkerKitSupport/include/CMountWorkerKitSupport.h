@@ -11,6 +11,8 @@
 
 struct fuse_req;
 struct fuse_session;
+struct fuse_file_info;
+struct fuse_entry_param;
 
 // Linux ABI constants that Glibc only declares under _GNU_SOURCE.
 // support.c checks each value against the system headers at compile time.
@@ -20,6 +22,27 @@ struct fuse_session;
 #define MWK_O_DIRECT 0200000
 #else
 #define MWK_O_DIRECT 040000
+// MARK: FUSE passthrough (passthrough.c)
+
+/// FUSE_DEV_IOC_BACKING_OPEN on the connection's /dev/fuse `device`: registers the file open
+/// as `fd` (O_PATH will do) as a backing file; its id (> 0), or -errno.
+int32_t mwk_backing_open(int device, int fd);
+
+/// FUSE_DEV_IOC_BACKING_CLOSE: forgets a backing id (open files keep their backing file).
+/// 0 or an errno.
+int mwk_backing_close(int device, int32_t backing_id);
+
+/// fuse_reply_open / fuse_reply_create with FOPEN_PASSTHROUGH and `backing_id` added to the
+/// reply (and FOPEN_KEEP_CACHE removed). Only for sessions routed through the kit.
+int mwk_reply_open_passthrough(struct fuse_req *req, const struct fuse_file_info *info,
+                               int32_t backing_id);
+int mwk_reply_create_passthrough(struct fuse_req *req, const struct fuse_entry_param *entry,
+                                 const struct fuse_file_info *info, int32_t backing_id);
+
+/// Whether this process may register backing files: the kernel asks for CAP_SYS_ADMIN in the
+/// initial user namespace. 1 or 0.
+int mwk_may_register_backing_files(void);
+
 #endif
 #define MWK_RENAME_NOREPLACE 1
 #define MWK_RENAME_EXCHANGE 2
@@ -62,6 +85,19 @@ void mwk_clear_fuse_error(void);
 /// FUSE_NOTIFY_RESEND (protocol 7.40), missing from Debian 12's <linux/fuse.h>.
 #define FUSE_NOTIFY_RESEND_CODE 7
 
+/// A session that neither hands over nor resumes, right after fuse_session_mount: its I/O goes
+/// through the kit, which completes INIT and open replies for passthrough. 0 or an errno.
+int mwk_session_route(struct fuse_session *session);
+
+/// Whether the kernel's FUSE_INIT request (read, or replayed in a resumed session) offered
+/// FUSE_PASSTHROUGH. Valid from the init callback on.
+int mwk_init_offers_passthrough(void);
+
+/// What the INIT reply gets, called from the init callback: FUSE_PASSTHROUGH with
+/// `max_stack_depth` (0: no passthrough), or, with `refuse`, an error instead of the reply
+/// (the kernel then fails every access to the mount until it is unmounted).
+void mwk_answer_init(uint32_t max_stack_depth, int refuse);
+
 /// A fresh session, right after fuse_session_mount: keeps the kernel's INIT request and, once
 /// libfuse has answered it, sends `FUSE_CONNECTION=1` and `FUSE_INIT=<hex>` with the /dev/fuse
 /// descriptor and `state_fd` (if >= 0) as SCM_RIGHTS on `supervisor_fd`. 0 or an errno.
@@ -92,5 +128,26 @@ int mwk_open_by_handle(int mount_fd, const void *handle, int flags);
 /// Whether the request the calling thread is serving was resent by the kernel after the
 /// worker that first read it died (FUSE_NOTIFY_RESEND): it may have been carried out already.
 int mwk_current_request_is_resent(void);
+
+// MARK: FUSE passthrough (passthrough.c)
+
+/// FUSE_DEV_IOC_BACKING_OPEN on the connection's /dev/fuse `device`: registers the file open
+/// as `fd` (O_PATH will do) as a backing file; its id (> 0), or -errno.
+int32_t mwk_backing_open(int device, int fd);
+
+/// FUSE_DEV_IOC_BACKING_CLOSE: forgets a backing id (open files keep their backing file).
+/// 0 or an errno.
+int mwk_backing_close(int device, int32_t backing_id);
+
+/// fuse_reply_open / fuse_reply_create with FOPEN_PASSTHROUGH and `backing_id` added to the
+/// reply (and FOPEN_KEEP_CACHE removed). Only for sessions routed through the kit.
+int mwk_reply_open_passthrough(struct fuse_req *req, const struct fuse_file_info *info,
+                               int32_t backing_id);
+int mwk_reply_create_passthrough(struct fuse_req *req, const struct fuse_entry_param *entry,
+                                 const struct fuse_file_info *info, int32_t backing_id);
+
+/// Whether this process may register backing files: the kernel asks for CAP_SYS_ADMIN in the
+/// initial user namespace. 1 or 0.
+int mwk_may_register_backing_files(void);
 
 #endif
