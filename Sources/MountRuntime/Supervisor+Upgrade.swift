@@ -93,7 +93,7 @@ extension Supervisor {
         spec: MountSpec(name: "upgrade", mountpoint: "/", command: [binary]), executable: binary,
         inherited: inheritedEnvironment)
       plan.arguments = [binary, "--can-resume", String(UpgradeState.format)]
-      plan.environment = inheritedEnvironment.map { "\($0.key)=\($0.value)" }
+      plan.environment = []
       let (pid, pidfd) = try plan.launch(notify: nil, output: theirOutput, slots: spawnSlots)
       try loop.add(pidfd, as: .upgradeCheck)
       logger.notice("upgrade: asking \(binary) whether it can take over")

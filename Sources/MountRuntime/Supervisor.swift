@@ -93,7 +93,7 @@ public final class Supervisor {
   var exitCode: Int32?
 
   let commands: CommandLookup
-  let inheritedEnvironment: [String: String]
+  let inheritedEnvironment: InheritedEnvironment
   /// The soft descriptor limit the daemon inherited, before raising its own: workers get it.
   let inheritedDescriptorLimit: rlimit
   let unmountsAsRoot = geteuid() == 0
@@ -188,7 +188,7 @@ public final class Supervisor {
     environment["PATH"] = commands.searchPath.joined(separator: ":")
     // Inherited by every worker and its helpers: who they belong to (see LeftoverWorkers).
     environment["MOUNTSUP_SUPERVISOR"] = LeftoverWorkers.identity
-    inheritedEnvironment = LaunchPlan.workerEnvironment(environment)
+    inheritedEnvironment = InheritedEnvironment(environment)
   }
 
   /// Runs until every mount is stopped after SIGTERM/SIGINT, or the service failed; returns the

@@ -8,6 +8,10 @@ import MountCore
 struct LaunchPlan {
   var executable: String
   var arguments: [String]
+  /// What the worker inherits of the supervisor's environment, but for the keys `environment`
+  /// sets.
+  var inherited: InheritedEnvironment
+  /// The variables of this worker ("KEY=VALUE"): its mount's, its spec's and its account's.
   var environment: [String]
   var credentials: (uid: uid_t, gid: gid_t, groups: [gid_t])?
   /// The descriptor limit the worker gets: the soft limit the supervisor inherited.
@@ -22,18 +26,19 @@ struct LaunchPlan {
   ]
 
   /// - Parameters:
-  ///   - inherited: the supervisor's environment without `withheld` (see `workerEnvironment`).
+  ///   - inherited: the supervisor's environment without `withheld`.
   ///   - notifySocket: mode `notify`: the worker's own `NOTIFY_SOCKET` address.
   ///   - resuming: the worker is a successor that serves a held FUSE connection, which waits
   ///     as the first datagram on its fd 3 (`MOUNTSUP_RESUME=1`).
   init(
-    spec: MountSpec, executable: String, inherited: [String: String],
+    spec: MountSpec, executable: String, inherited: InheritedEnvironment,
     notifySocket: String? = nil, resuming: Bool = false
   ) throws(RuntimeError) {
     self.executable = executable
+    self.inherited = inherited
     arguments = spec.command
     // MOUNTSUP_SUPERVISOR is the one MOUNTSUP_ variable a worker inherits: its supervisor's.
-    var variables = inherited
+    var variables: [String: String] = [:]
     if let user = spec.user {
       guard let account = Accounts.user(user) else {
         throw RuntimeError(.unknownAccount, "user \"\(user)\" does not exist")
@@ -77,21 +82,17 @@ struct LaunchPlan {
     }
   }
 
-  /// What of the supervisor's environment workers inherit: filtered once, not per spawn.
-  static func workerEnvironment(_ environment: [String: String]) -> [String: String] {
-    environment.filter { !withheld.contains($0.key) }
-  }
-
   /// Forks and execs the worker with `notify` as fd 3 and `output` as stdout and stderr; returns
   /// its pid and a pidfd for it. With `slots`, the cost does not grow with the descriptors open.
   func launch(
     notify: Descriptor?, output: Descriptor, slots: SpawnSlots? = nil
   ) throws(RuntimeError) -> (pid: pid_t, pidfd: Descriptor) {
     let argv = arguments.map { strdup($0) } + [nil]
-    let envp = environment.map { strdup($0) } + [nil]
+    let own = environment.map { strdup($0) }
     defer {
-      for pointer in argv + envp { free(pointer) }
+      for pointer in argv + own { free(pointer) }
     }
+    let envp = inherited.lines(without: environment) + own + [nil]
     var pid: pid_t = 0
     var pidfd: Int32 = -1
     var step: UnsafePointer<CChar>? = nil
@@ -137,11 +138,10 @@ struct LaunchPlan {
 func runHelper(_ arguments: [String]) -> ExitStatus? {
   let commands = CommandLookup(searchPath: CommandLookup.defaultSearchPath)
   guard let executable = try? LaunchPlan.resolve(arguments.first, by: commands),
-    let plan = try? LaunchPlan(
+    var helper = try? LaunchPlan(
       spec: MountSpec(name: "helper", mountpoint: "/", command: arguments),
-      executable: executable, inherited: [:])
+      executable: executable, inherited: InheritedEnvironment([:]))
   else { return nil }
-  var helper = plan
   helper.environment = ["PATH=\(CommandLookup.defaultSearchPath.joined(separator: ":"))"]
   let devnull = open("/dev/null", O_WRONLY | O_CLOEXEC)
   guard devnull >= 0, let (pid, _) = try? helper.launch(notify: nil, output: Descriptor(devnull))
@@ -149,6 +149,35 @@ func runHelper(_ arguments: [String]) -> ExitStatus? {
   var status: Int32 = 0
   retryingOnInterrupt { waitpid(pid, &status, 0) }
   return status & 0x7f == 0 ? .exited((status >> 8) & 0xff) : .signaled(status & 0x7f)
+}
+
+/// The supervisor's environment as its workers inherit it, made into C strings once: a
+/// thousand spawns built and copied the same few dozen "KEY=VALUE" lines a thousand times.
+final class InheritedEnvironment: @unchecked Sendable {
+  private let variables: [String: String]
+  private let keys: [String]
+  private let lines: [UnsafeMutablePointer<CChar>?]
+
+  /// `environment` without `LaunchPlan.withheld`.
+  init(_ environment: [String: String]) {
+    let variables = environment.filter { !LaunchPlan.withheld.contains($0.key) }
+    self.variables = variables
+    keys = Array(variables.keys)
+    lines = keys.map { strdup("\($0)=\(variables[$0]!)") }
+  }
+
+  deinit { for line in lines { free(line) } }
+
+  /// The lines but for the variables `overrides` ("KEY=VALUE") sets; valid while this object is.
+  func lines(without overrides: [String]) -> [UnsafeMutablePointer<CChar>?] {
+    let overridden = overrides.compactMap { line -> String? in
+      let key = String(line.prefix { $0 != "=" })
+      return variables[key] == nil ? nil : key
+    }
+    guard !overridden.isEmpty else { return lines }
+    let skipped = Set(overridden)
+    return keys.indices.filter { !skipped.contains(keys[$0]) }.map { lines[$0] }
+  }
 }
 
 /// Three descriptors kept low in the table for spawning (see `mountsup_spawn_slots`): a child

@@ -325,7 +325,9 @@ import Testing
     defer { sandbox.cleanUp() }
     let mountpoint = "\(sandbox.path)/data"
     let (notify, daemon) = try sandbox.startDaemon(
-      mountSection("data", at: mountpoint, ["environment": "{ EXTRA = \"{name}@{mountpoint}\" }"]))
+      mountSection(
+        "data", at: mountpoint,
+        ["environment": "{ EXTRA = \"{name}@{mountpoint}\", PATH = \"/usr/bin:/bin\" }"]))
     defer { daemon.stop() }
     #expect(notify.wait { $0.contains("READY=1") } != nil)
     let pid = try #require(daemon.workerPIDs(matching: mountpoint).first)
@@ -339,6 +341,8 @@ import Testing
     #expect(environ.contains("MOUNTSUP_NAME=data"))
     #expect(environ.contains("MOUNTSUP_MOUNTPOINT=\(mountpoint)"))
     #expect(environ.contains("EXTRA=data@\(mountpoint)"))
+    // The spec's value replaces the one the supervisor has.
+    #expect(environ.filter { $0.hasPrefix("PATH=") } == ["PATH=/usr/bin:/bin"])
     #expect(
       !environ.contains { $0.hasPrefix("NOTIFY_SOCKET=") }, "the supervisor's NOTIFY_SOCKET leaked")
 
