@@ -69,6 +69,28 @@ import Testing
     #expect(fuseMount(at: "\(sandbox.path)/good") == nil, "the good mount was left behind")
   }
 
+  @Test func aSpawnThatFailsInTheChildSaysWhichStepAndWhy() throws {
+    let sandbox = try Sandbox()
+    defer { sandbox.cleanUp() }
+    // Executable, but no program the kernel can run: exec fails with ENOEXEC in the child.
+    let program = "\(sandbox.path)/not-a-program"
+    try "just words\n".write(toFile: program, atomically: true, encoding: .utf8)
+    chmod(program, 0o755)
+    let (notify, daemon) = try sandbox.startDaemon(
+      mountSection(
+        "broken", at: "\(sandbox.path)/broken", command: [program, "{mountpoint}"],
+        ["restart": "\"never\""]))
+    defer { daemon.stop() }
+    #expect(daemon.exitCode() == 1, "log:\n\(daemon.log)")
+    notify.drain()
+    #expect(
+      notify.messages.contains {
+        $0.text.contains("STATUS=failed: broken:")
+          && $0.text.contains("cannot start \(program): exec failed: Exec format error")
+      }, "log:\n\(daemon.log)")
+    #expect(daemon.workerPIDs(matching: sandbox.path).isEmpty)
+  }
+
   @Test func theWorkersStderrIsTheReasonWhenItSaysNothingElse() throws {
     let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }

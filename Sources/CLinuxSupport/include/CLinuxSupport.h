@@ -35,10 +35,11 @@ typedef struct {
 } mountsup_spawn_request;
 
 /// Three descriptors the spawning thread keeps for itself (see `mountsup_spawn_slots_open`):
-/// the worker's descriptors are placed there for the moment of a spawn, so that the child can
-/// take a copy of only the low end of the descriptor table.
+/// the worker's descriptors are placed in the first two for the moment of a spawn, so that the
+/// child can take a copy of only the low end of the descriptor table; the third stays on
+/// /dev/null, what the others return to.
 typedef struct {
-  int notify, output, report;
+  int notify, output, placeholder;
   /// Every descriptor from here up is left out of the child's copy of the table.
   int floor;
 } mountsup_spawn_slots;
