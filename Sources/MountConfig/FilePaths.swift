@@ -1,0 +1,35 @@
+/// Whether absolute `path` is one of `directories` or lies below one: a walk up its ancestors,
+/// so the cost follows the depth of the path, not the number of directories.
+func isAtOrInside(_ path: String, anyOf directories: Set<String>) -> Bool {
+  guard path.hasPrefix("/"), !directories.isEmpty else { return false }
+  if directories.contains("/") { return true }
+  var current = Substring(path)
+  while !current.isEmpty {
+    if directories.contains(String(current)) { return true }
+    guard let slash = current.lastIndex(of: "/") else { break }
+    current = current[..<slash]
+  }
+  return false
+}
+
+/// `path` made absolute against the working directory (when there is one), with `//` and `.`
+/// components removed.
+func absoluteFilePath(_ path: String) -> String {
+  guard !path.hasPrefix("/"), let directory = SystemAccess.currentDirectory() else {
+    return cleanedFilePath(path)
+  }
+  return cleanedFilePath(directory + "/" + path)
+}
+
+/// Removes empty and `.` components so one file has one spelling in `files` and in messages.
+/// `..` stays: resolving it lexically could name another file than the kernel opens.
+func cleanedFilePath(_ path: String) -> String {
+  let components = path.split(separator: "/").filter { $0 != "." }
+  let joined = components.joined(separator: "/")
+  return path.hasPrefix("/") ? "/" + joined : (joined.isEmpty ? "." : joined)
+}
+
+func directoryName(of path: String) -> String {
+  guard let slash = path.lastIndex(of: "/") else { return "." }
+  return slash == path.startIndex ? "/" : String(path[..<slash])
+}
