@@ -119,10 +119,8 @@ struct DataSafetyTests {
   func unprivilegedDescriptorLimit() throws {
     let scratch = try Scratch()
     defer { scratch.remove() }
-    let source = try scratch.directory("src")
-    let mountpoint = try scratch.directory("mnt")
-    chown(source, 65534, 65534)
-    chown(mountpoint, 65534, 65534)
+    let source = try scratch.directoryForNobody("src")
+    let mountpoint = try scratch.directoryForNobody("mnt")
     // Mounted through fusermount3, as a worker with `user =` in its spec would be.
     let mirror = try MirrorProcess(
       source: source, mountpoint: mountpoint,

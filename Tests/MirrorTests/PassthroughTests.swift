@@ -117,10 +117,8 @@ struct PassthroughTests {
   func unprivilegedFallback() throws {
     let scratch = try Scratch()
     defer { scratch.remove() }
-    let source = try scratch.directory("src")
-    let mountpoint = try scratch.directory("mnt")
-    chown(source, 65534, 65534)
-    chown(mountpoint, 65534, 65534)
+    let source = try scratch.directoryForNobody("src")
+    let mountpoint = try scratch.directoryForNobody("mnt")
     let mirror = try MirrorProcess(
       source: source, mountpoint: mountpoint, wrapper: PassthroughTests.asNobody)
     defer { mirror.stopAndClean() }
@@ -145,10 +143,8 @@ struct PassthroughTests {
   func requiredButUnavailable() throws {
     let scratch = try Scratch()
     defer { scratch.remove() }
-    let source = try scratch.directory("src")
-    let mountpoint = try scratch.directory("mnt")
-    chown(source, 65534, 65534)
-    chown(mountpoint, 65534, 65534)
+    let source = try scratch.directoryForNobody("src")
+    let mountpoint = try scratch.directoryForNobody("mnt")
     let mirror = try MirrorProcess(
       source: source, mountpoint: mountpoint, options: ["passthrough=on"],
       wrapper: PassthroughTests.asNobody)

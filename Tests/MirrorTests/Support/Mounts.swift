@@ -93,6 +93,15 @@ final class Scratch {
     return path
   }
 
+  /// `directory(name)`, owned by `nobody`: for a mirror run as that user.
+  func directoryForNobody(_ name: String) throws -> String {
+    let path = try directory(name)
+    guard chown(path, 65534, 65534) == 0 else {
+      throw HarnessError("chown \(path): \(String(cString: strerror(errno)))")
+    }
+    return path
+  }
+
   func remove() {
     for entry in mountTable() where entry.mountpoint.hasPrefix(root + "/") {
       detachMount(entry.mountpoint)
