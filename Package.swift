@@ -24,9 +24,8 @@ let package = Package(
     .systemLibrary(
       name: "CFuse3", pkgConfig: "fuse3",
       providers: [.apt(["libfuse3-dev"])]),
-    .systemLibrary(
-      name: "CSystemd", pkgConfig: "libsystemd",
-      providers: [.apt(["libsystemd-dev"])]),
+    // libsystemd (libsystemd-dev), loaded when the environment says systemd started us.
+    .target(name: "CSystemd"),
     .target(name: "CLinuxSupport"),
 
     // MARK: Supervisor: config → pure core → Linux runtime → daemon

@@ -15,6 +15,10 @@ struct MountpointResolver {
   /// Mountpoints of FUSE mounts (`fuse`, `fuse.*`, `fuseblk`), as mountinfo shows them.
   var fuseMountpoints: Set<String>
 
+  /// Directories already found real (not symlinks) in this load: a thousand mounts under one
+  /// parent look at each of its components once, not a thousand times.
+  private let knownDirectories = KnownDirectories()
+
   /// The most symlinks followed for one path, as the kernel allows (`ELOOP` beyond).
   static let maximumSymlinks = 40
 
@@ -57,6 +61,10 @@ struct MountpointResolver {
       let candidate = resolved + [component]
       let candidatePath = joined(candidate)
       if fuseMountpoints.contains(candidatePath) { return .success(keepingTheRest(candidate)) }
+      if knownDirectories.paths.contains(candidatePath) {
+        resolved = candidate
+        continue
+      }
       var info = stat()
       guard lstat(candidatePath, &info) == 0 else {
         // ENOENT: created later. Anything else (EACCES on another user's mount): not ours to
@@ -66,6 +74,7 @@ struct MountpointResolver {
       switch info.st_mode & S_IFMT {
       case S_IFDIR:
         resolved = candidate
+        knownDirectories.paths.insert(candidatePath)
       case S_IFLNK:
         symlinks += 1
         guard symlinks <= Self.maximumSymlinks, let target = SystemAccess.readLink(candidatePath)
@@ -83,4 +92,9 @@ struct MountpointResolver {
     }
     return .success(joined(resolved))
   }
+}
+
+/// The resolver's memory of real directories, shared by its copies.
+private final class KnownDirectories {
+  var paths: Set<String> = []
 }

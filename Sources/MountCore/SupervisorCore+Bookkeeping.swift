@@ -13,22 +13,33 @@ extension SupervisorCore {
 
     var isSettled: Bool { state.isSettled }
     var isReady: Bool { state == .ready }
+
+    init(_ machine: borrowing MountMachine, active: Bool) {
+      state = machine.state
+      deadline = machine.deadline
+      required = machine.spec.required
+      self.active = active
+    }
   }
 
   func standing(of name: String) -> Standing? {
-    guard let machine = machines[name] else { return nil }
-    return Standing(
-      state: machine.state, deadline: machine.deadline, required: machine.spec.required,
-      active: !removing.contains(name))
+    machines.index(forKey: name).map {
+      Standing(machines.values[$0], active: !removing.contains(name))
+    }
   }
 
-  /// Runs one machine transition and brings the aggregates up to date with it.
+  /// Runs one machine transition and brings the aggregates up to date with it. The machine is
+  /// changed where it lies: a copy out of the table and back cost more than the transition.
   mutating func update(
     _ name: String, _ body: (inout MountMachine) -> [MountMachine.Effect]
   ) -> [Effect] {
-    let before = standing(of: name)
-    let effects = body(&machines[name]!)
-    account(name, from: before, to: standing(of: name))
+    guard let index = machines.index(forKey: name) else {
+      preconditionFailure("no machine for \(name)")
+    }
+    let active = !removing.contains(name)
+    let before = Standing(machines.values[index], active: active)
+    let effects = body(&machines.values[index])
+    account(name, from: before, to: Standing(machines.values[index], active: active))
     return effects.map { .mount(name, $0) }
   }
 

@@ -19,7 +19,7 @@ struct ControlSocket {
     settings: SupervisorSettings, passed: Descriptor?, unusedSockets: Int, logger: Logger
   ) throws -> ControlSocket {
     if let fd = passed {
-      guard sd_is_socket_unix(fd.raw, Int32(SOCK_STREAM.rawValue), 1, nil, 0) > 0 else {
+      guard mountsup_sd_is_socket_unix(fd.raw, Int32(SOCK_STREAM.rawValue), 1, nil, 0) > 0 else {
         throw RuntimeError(
           .controlSocket,
           "the service manager passed \(fd), which is not a listening unix stream socket",

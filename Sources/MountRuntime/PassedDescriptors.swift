@@ -13,11 +13,17 @@ struct PassedDescriptors {
   var unusedSockets = 0
   /// Stored descriptors by their name (`fuse.NAME`, `state.NAME`, `init.NAME`).
   var stored: [String: Descriptor] = [:]
+  /// Why descriptors that were passed cannot be taken (libsystemd missing), or nil.
+  var problem: String?
 
   static func take() -> PassedDescriptors {
     var passed = PassedDescriptors()
     var names: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?
-    let count = sd_listen_fds_with_names(1, &names)
+    let count = mountsup_sd_listen_fds_with_names(1, &names)
+    if count == -ENOSYS {
+      let why = mountsup_sd_load_error().map { String(cString: $0) } ?? "libsystemd missing"
+      passed.problem = "LISTEN_FDS is set, but \(why): the passed descriptors are not taken"
+    }
     guard count > 0 else { return passed }
     defer {
       if let names {
@@ -26,7 +32,7 @@ struct PassedDescriptors {
       }
     }
     for index in 0..<Int(count) {
-      let fd = SD_LISTEN_FDS_START + Int32(index)
+      let fd = MOUNTSUP_SD_LISTEN_FDS_START + Int32(index)
       mountsup_set_cloexec(fd, 1)
       let name = names?[index].map { String(cString: $0) } ?? ""
       if HeldConnection.StoredRole.allCases.contains(where: { name.hasPrefix($0.rawValue + ".") }) {

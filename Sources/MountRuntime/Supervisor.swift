@@ -206,6 +206,7 @@ public final class Supervisor {
       logger.error("after the upgrade: \(error); metrics_listen and watch_config are off")
     }
     let passed = resumedState == nil ? PassedDescriptors.take() : PassedDescriptors()
+    if let problem = passed.problem { logger.error("\(problem)") }
     control = try ControlServer(
       host: self, loop: loop, logger: logger, adopting: resumedState?.control, passed: passed)
     watchdog = try Watchdog.start(on: loop, notifier: notifier)

@@ -93,7 +93,7 @@ public struct SupervisorLogHandler: LogHandler {
       var vectors = ranges.map {
         iovec(iov_base: buffer.baseAddress! + $0.lowerBound, iov_len: $0.count)
       }
-      return sd_journal_sendv(&vectors, Int32(vectors.count)) >= 0
+      return mountsup_sd_journal_sendv(&vectors, Int32(vectors.count)) >= 0
     }
   }
 

@@ -165,13 +165,34 @@ func errorText(_ code: Int32) -> String {
 func makeDirectories(_ path: String, mode: mode_t = 0o755, created: (String) -> Void = { _ in })
   throws(RuntimeError)
 {
-  var current = ""
-  for component in path.split(separator: "/") {
-    current += "/" + component
+  // From the deepest: an existing directory (every mountpoint after the first start) costs one
+  // call, not one per component.
+  var missing: [String] = []
+  var current = path
+  while !current.isEmpty, current != "/" {
     if mkdir(current, mode) == 0 {
       created(current)
-    } else if errno != EEXIST {
+      break
+    }
+    guard errno == ENOENT else {
+      if errno == EEXIST { break }
       throw RuntimeError(.mountpoint, "cannot create the directory \(current)", errno: errno)
     }
+    missing.append(current)
+    current = parentDirectory(of: current)
   }
+  for directory in missing.reversed() {
+    guard mkdir(directory, mode) == 0 || errno == EEXIST else {
+      throw RuntimeError(.mountpoint, "cannot create the directory \(directory)", errno: errno)
+    }
+    created(directory)
+  }
+}
+
+/// `/a/b/c` → `/a/b`; `/a` → `/`.
+private func parentDirectory(of path: String) -> String {
+  var trimmed = Substring(path)
+  while trimmed.count > 1, trimmed.hasSuffix("/") { trimmed.removeLast() }
+  guard let slash = trimmed.lastIndex(of: "/") else { return "" }
+  return slash == trimmed.startIndex ? "/" : String(trimmed[..<slash])
 }

@@ -329,6 +329,31 @@ import Testing
     #expect(daemon.log.contains("status: serving via sd_notify"))
   }
 
+  @Test func libsystemdIsLoadedOnlyWhenSystemdStartedTheDaemon() throws {
+    let sandbox = try Sandbox()
+    defer { sandbox.cleanUp() }
+    func mapsLibsystemd(_ daemon: Daemon) -> Bool {
+      // Read to the end: a single read of a procfs file stops at a page.
+      let maps = FileHandle(forReadingAtPath: "/proc/\(daemon.pid)/maps")
+      defer { try? maps?.close() }
+      let text = (try? maps?.readToEnd()).flatMap { $0.map { String(decoding: $0, as: UTF8.self) } }
+      return text?.contains("libsystemd.so") ?? false
+    }
+    let (notify, plain) = try sandbox.startDaemon(mountSection("a", at: "\(sandbox.path)/a"))
+    defer { plain.stop() }
+    #expect(notify.wait { $0.contains("READY=1") } != nil, "log:\n\(plain.log)")
+    #expect(!mapsLibsystemd(plain), "a start from a shell needs none of it")
+    #expect(plain.stop() == 0)
+
+    // A watchdog is systemd's: the library comes, and the pings with it.
+    let watched = try Daemon(
+      config: sandbox.path + "/mounts.toml", sandbox: sandbox, notify: notify,
+      environment: ["WATCHDOG_USEC": "2000000", "WATCHDOG_PID": nil])
+    defer { watched.stop() }
+    #expect(notify.wait { $0.contains("WATCHDOG=1") } != nil, "log:\n\(watched.log)")
+    #expect(mapsLibsystemd(watched))
+  }
+
   @Test func theDaemonDiesWithItsWorkersNotWithoutThem() throws {
     let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }

@@ -1,5 +1,0 @@
-#ifndef MOUNTSUP_CSYSTEMD_SHIM_H
-#define MOUNTSUP_CSYSTEMD_SHIM_H
-#include <systemd/sd-daemon.h>
-#include <systemd/sd-journal.h>
-#endif
