@@ -124,6 +124,7 @@ extension Supervisor {
           "control_socket changed to \(next.supervisor.controlSocket); it takes effect when mountsupd restarts"
         )
       }
+      reserveDescriptors(forMounts: next.mounts.count)
       let (summary, effects) = core.apply(specs: next.mounts, now: .now())
       applyMetricsAndWatchSettings(next.supervisor)
       configuration = next

@@ -96,6 +96,8 @@ public final class Supervisor {
   let inheritedEnvironment: InheritedEnvironment
   /// The soft descriptor limit the daemon inherited, before raising its own: workers get it.
   let inheritedDescriptorLimit: rlimit
+  /// The descriptor table's size made sure of (see `reserveDescriptors`).
+  var reservedDescriptors = 0
   let unmountsAsRoot = geteuid() == 0
   let spawnSlots: SpawnSlots
 
@@ -189,6 +191,8 @@ public final class Supervisor {
     // Inherited by every worker and its helpers: who they belong to (see LeftoverWorkers).
     environment["MOUNTSUP_SUPERVISOR"] = LeftoverWorkers.identity
     inheritedEnvironment = InheritedEnvironment(environment)
+    // Before any thread exists (see reserveDescriptors).
+    reserveDescriptors(forMounts: core.machines.count)
   }
 
   /// Runs until every mount is stopped after SIGTERM/SIGINT, or the service failed; returns the
