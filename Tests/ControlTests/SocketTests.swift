@@ -113,7 +113,11 @@ struct SocketTests {
   func misbehavingClients() async throws {
     let mounts = [
       TestMount(name: "alpha"),
-      TestMount(name: "silent", arguments: ["--no-ready"], settings: ["required = false"]),
+      // Starting for the whole test, however slow a loaded machine makes it: a start that
+      // timed out would answer wait-ready with its failure instead of the awaited timeout.
+      TestMount(
+        name: "silent", arguments: ["--no-ready"],
+        settings: ["required = false", "start_timeout = \"600s\""]),
     ]
     try await withDaemon(mounts) { daemon in
       #expect(try await daemon.ctl("wait-ready", "alpha").status == 0)
