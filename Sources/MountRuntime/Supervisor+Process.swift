@@ -32,7 +32,7 @@ extension Supervisor {
   /// notify socket, a held FUSE connection and a probe, with room to spare.
   static let descriptorsPerMount = 6
 
-  /// Grows the descriptor table now to hold `count` descriptors (up to the soft limit). The
+  /// Grows the descriptor table now to hold what `mounts` mounts need (up to the soft limit). The
   /// kernel grows it by doubling as descriptors open, and in a process with a second thread every
   /// growth waits for an RCU grace period (`expand_fdtable`): 20 to 30 ms measured here in which
   /// no worker is spawned, every worker started so far is done and both cores idle, four times on

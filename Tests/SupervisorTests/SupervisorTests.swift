@@ -354,6 +354,20 @@ import Testing
     #expect(mapsLibsystemd(watched))
   }
 
+  @Test func theDescriptorTableIsSizedForTheMountsFromTheStart() throws {
+    // Grown later, with threads running, each doubling would wait for an RCU grace period.
+    let sandbox = try Sandbox()
+    defer { sandbox.cleanUp() }
+    let mounts = (0..<40).map { mountSection("m\($0)", at: "\(sandbox.path)/m\($0)") }
+    let (notify, daemon) = try sandbox.startDaemon(mounts.joined())
+    defer { daemon.stop() }
+    #expect(notify.wait { $0.contains("READY=1") } != nil, "log:\n\(daemon.log)")
+    let status = readFile("/proc/\(daemon.pid)/status") ?? ""
+    let size = status.split(separator: "\n").first { $0.hasPrefix("FDSize:") }
+      .flatMap { Int($0.dropFirst("FDSize:".count).trimmingCharacters(in: .whitespaces)) }
+    #expect((size ?? 0) >= 256 + 40 * 6, "\(status)")
+  }
+
   @Test func theDaemonDiesWithItsWorkersNotWithoutThem() throws {
     let sandbox = try Sandbox()
     defer { sandbox.cleanUp() }
