@@ -14,7 +14,6 @@ let package = Package(
   dependencies: [
     .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
-    .package(url: "https://github.com/LebJe/TOMLKit", from: "0.6.0"),
     .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
     // The Prometheus text format of the daemon's metrics (docs/metrics.md).
     .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
@@ -29,12 +28,10 @@ let package = Package(
     .target(name: "CLinuxSupport"),
 
     // MARK: Supervisor: config → pure core → Linux runtime → daemon
-    // The duration format ("500ms", "1m30s") of the configuration and of mountctl's options,
-    // without dependencies, so that mountctl does not link TOMLKit for it.
+    // The duration format ("500ms", "1m30s") of the configuration and of mountctl's options.
     .target(name: "MountDuration"),
-    .target(
-      name: "MountConfig",
-      dependencies: ["MountDuration", .product(name: "TOMLKit", package: "TOMLKit")]),
+    // The TOML parser is its own (MountConfig/TOML): no Foundation in the daemon.
+    .target(name: "MountConfig", dependencies: ["MountDuration"]),
     .target(
       name: "MountCore",
       dependencies: ["MountConfig", .product(name: "HeapModule", package: "swift-collections")]),

@@ -1,5 +1,3 @@
-import TOMLKit
-
 /// How strictly a load checks what only the machine can tell.
 public struct LoadOptions: Sendable {
   /// Whether a `command[0]` that is not found or not executable now is an error (as
@@ -249,7 +247,7 @@ public enum ConfigLoader {
   }
 
   private static func parseTOML(_ text: String, file: String) throws(ConfigError) -> TOMLTable {
-    // The text goes to toml++ as a C string: a raw NUL byte would end the file there, silently.
+    // Said apart, with its place: the one character TOML text may not hold even in a comment.
     if let (line, column) = NulEscapes.rawNul(in: text) {
       throw ConfigError(
         code: .invalidTOML, file: file,
@@ -257,13 +255,11 @@ public enum ConfigLoader {
           + "string, which is rejected as well)", line: line, column: column)
     }
     do {
-      return try TOMLTable(string: NulEscapes.mark(text))
-    } catch let error as TOMLParseError {
-      throw ConfigError(
-        code: .invalidTOML, file: file, message: "invalid TOML: \(error.description)",
-        line: error.source.begin.line, column: error.source.begin.column)
+      return try TOMLParser.parse(text)
     } catch {
-      throw ConfigError(code: .invalidTOML, file: file, message: "invalid TOML: \(error)")
+      throw ConfigError(
+        code: .invalidTOML, file: file, message: "invalid TOML: \(error.message)",
+        line: error.line, column: error.column)
     }
   }
 

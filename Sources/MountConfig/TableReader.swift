@@ -1,5 +1,3 @@
-import TOMLKit
-
 /// Reads typed values out of one TOML table. Every mismatch becomes a ``ConfigError`` that names
 /// the file, the mount and the full dotted key, so no caller has to assemble that context itself.
 struct TableReader {
@@ -131,7 +129,7 @@ struct TableReader {
     return value
   }
 
-  func wrongType(_ key: String, expected: String, _ value: TOMLValueConvertible)
+  func wrongType(_ key: String, expected: String, _ value: TOMLValue)
     -> ConfigError
   {
     error(.wrongType, key: key, "expected \(expected), found \(typeName(value.type))")
@@ -193,7 +191,6 @@ func tomlEscaped(_ text: String) -> String {
   var escaped = ""
   for scalar in text.unicodeScalars {
     switch scalar {
-    case NulEscapes.marker: escaped += "\\u0000"
     case "\"": escaped += "\\\""
     case "\\": escaped += "\\\\"
     case "\n": escaped += "\\n"

@@ -1,5 +1,4 @@
 import CLinuxSupport
-import Foundation
 import Glibc
 import Synchronization
 
@@ -49,7 +48,7 @@ final class HangWatcher: @unchecked Sendable {
     (wakeup, wakeupWriter) = try Descriptor.pipe()
     try wakeup.setNonBlocking()
     try wakeupWriter.setNonBlocking()
-    Thread.detachNewThread { [self] in run() }
+    try startDetachedThread { [self] in run() }
   }
 
   /// Checks `name`'s connection from now on (again, with a new connection or timeout).

@@ -1,5 +1,4 @@
 import CLinuxSupport
-import Foundation
 import Glibc
 import Synchronization
 
@@ -20,7 +19,8 @@ final class OffLoopWork {
   private var pending: [UInt8] = []
 
   /// Starts `body` on a new thread; `report` sends one text to the loop. Returns nil, having
-  /// started nothing, when `threadLimit` threads are already busy or no pipe can be made.
+  /// started nothing, when `threadLimit` threads are already busy or no pipe or thread can be
+  /// made.
   init?(
     id: Int,
     body: @escaping @Sendable (_ report: (String) -> Void, _ isCancelled: () -> Bool) -> Void
@@ -34,14 +34,19 @@ final class OffLoopWork {
     self.id = id
     reports = readEnd
     let cancelled = cancelled
-    Thread.detachNewThread {
-      defer { Self.running.subtract(1, ordering: .relaxed) }
-      body(
-        { text in
-          var bytes = Array(text.utf8.prefix(1000))
-          bytes.append(0)
-          _ = retryingOnInterrupt { write(writeEnd.raw, bytes, bytes.count) }
-        }, { cancelled.isSet })
+    do {
+      try startDetachedThread {
+        defer { Self.running.subtract(1, ordering: .relaxed) }
+        body(
+          { text in
+            var bytes = Array(text.utf8.prefix(1000))
+            bytes.append(0)
+            _ = retryingOnInterrupt { write(writeEnd.raw, bytes, bytes.count) }
+          }, { cancelled.isSet })
+      }
+    } catch {
+      Self.running.subtract(1, ordering: .relaxed)
+      return nil
     }
   }
 

@@ -1,5 +1,4 @@
 import CLinuxSupport
-import Foundation
 import Glibc
 import Logging
 import MountConfig
@@ -61,7 +60,7 @@ extension Supervisor {
 
   /// The file this process was started from: what `mountctl upgrade` execs by default.
   static func currentExecutablePath() -> String {
-    let path = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? ""
+    let path = symlinkTarget("/proc/self/exe") ?? ""
     // A binary replaced on disk (`make install`) shows as "PATH (deleted)": the path is the point.
     return path.hasSuffix(" (deleted)") ? String(path.dropLast(" (deleted)".count)) : path
   }
@@ -120,8 +119,7 @@ extension Supervisor {
     {
       bytes += buffer.prefix(got)
     }
-    let said = String(decoding: bytes, as: UTF8.self).trimmingCharacters(
-      in: .whitespacesAndNewlines)
+    let said = String(decoding: bytes, as: UTF8.self).trimmedWhitespace
     guard code == 0, signal == 0, !said.isEmpty else {
       let status = signal != 0 ? "was killed by signal \(signal)" : "exited with status \(code)"
       let words = said.isEmpty ? "" : ": \(said.split(separator: "\n").last ?? "")"
@@ -287,9 +285,9 @@ extension Supervisor {
     reconcileMountsAfterUpgrade()
     restartWorkOffTheLoop()
     let now = MonotonicInstant.now()
-    let took = Double((now - state.requestedAt).nanosecondsClamped) / 1e6
+    let took = (Double((now - state.requestedAt).nanosecondsClamped) / 1e5).rounded() / 10
     logger.notice(
-      "upgraded from \(state.fromVersion) to \(MountSupervisorRelease.identity) in \(String(format: "%.1f", took)) ms, \(counted(state.workers.count, "mount")) kept"
+      "upgraded from \(state.fromVersion) to \(MountSupervisorRelease.identity) in \(took) ms, \(counted(state.workers.count, "mount")) kept"
     )
     let result = UpgradeResult(
       from: state.fromVersion, to: MountSupervisorRelease.identity, milliseconds: took,

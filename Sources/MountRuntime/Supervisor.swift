@@ -1,5 +1,4 @@
 import CLinuxSupport
-import Foundation
 import Glibc
 import Logging
 import MountConfig
@@ -161,10 +160,10 @@ public final class Supervisor {
     self.logger = logger
     self.core = core
     resumedState = resuming
-    startedAt = resuming?.startedAt ?? Date().timeIntervalSince1970
+    startedAt = resuming?.startedAt ?? wallClockSeconds()
     if let resuming {
       upgrades = resuming.upgrades + 1
-      lastUpgradeAt = Date().timeIntervalSince1970
+      lastUpgradeAt = wallClockSeconds()
     }
     executablePath = resuming?.executablePath ?? Self.currentExecutablePath()
     // First, while few descriptors are open: what lies below the slots is copied per spawn.

@@ -115,6 +115,8 @@ public struct RuntimeError: Error, CustomStringConvertible, Sendable {
     public static let metrics = Code(name: "metrics")
     /// `[supervisor] watch_config`: the inotify watch of the configuration.
     public static let configWatch = Code(name: "config-watch")
+    /// A helper thread (probes, unmounts, the hang check) could not be started.
+    public static let thread = Code(name: "thread")
   }
 
   public var code: Code
@@ -195,4 +197,55 @@ private func parentDirectory(of path: String) -> String {
   while trimmed.count > 1, trimmed.hasSuffix("/") { trimmed.removeLast() }
   guard let slash = trimmed.lastIndex(of: "/") else { return "" }
   return slash == trimmed.startIndex ? "/" : String(trimmed[..<slash])
+}
+
+/// Runs `body` on a thread of its own that nobody joins (the helpers of the loop: probes,
+/// unmounts, the hang check). Plain pthreads: Foundation's `Thread` alone would bring all of
+/// Foundation into the daemon.
+func startDetachedThread(_ body: @escaping @Sendable () -> Void) throws(RuntimeError) {
+  final class Box: Sendable {
+    let body: @Sendable () -> Void
+    init(_ body: @escaping @Sendable () -> Void) { self.body = body }
+  }
+  let box = Unmanaged.passRetained(Box(body)).toOpaque()
+  var attributes = pthread_attr_t()
+  pthread_attr_init(&attributes)
+  defer { pthread_attr_destroy(&attributes) }
+  pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED))
+  var thread = pthread_t()
+  let created = pthread_create(
+    &thread, &attributes,
+    { argument in
+      Unmanaged<Box>.fromOpaque(argument!).takeRetainedValue().body()
+      return nil
+    }, box)
+  guard created == 0 else {
+    Unmanaged<Box>.fromOpaque(box).release()
+    throw RuntimeError(.thread, "cannot start a thread", errno: created)
+  }
+}
+
+/// Seconds since the epoch, for "started at" and "upgraded at" as the operator reads them.
+func wallClockSeconds() -> Double {
+  var now = timespec()
+  clock_gettime(CLOCK_REALTIME, &now)
+  return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
+}
+
+/// Where a symlink points (`/proc/self/exe`), or nil.
+func symlinkTarget(_ path: String) -> String? {
+  var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+  let count = readlink(path, &buffer, buffer.count - 1)
+  guard count >= 0 else { return nil }
+  return String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
+}
+
+extension String {
+  /// Without leading and trailing spaces, tabs and line breaks.
+  var trimmedWhitespace: String {
+    let isSpace: (Character) -> Bool = { $0 == " " || $0 == "\t" || $0 == "\n" || $0 == "\r" }
+    guard let first = firstIndex(where: { !isSpace($0) }) else { return "" }
+    let last = lastIndex(where: { !isSpace($0) })!
+    return String(self[first...last])
+  }
 }

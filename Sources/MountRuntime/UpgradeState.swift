@@ -1,5 +1,4 @@
 import CLinuxSupport
-import Foundation
 import Glibc
 import MountConfig
 import MountCore
