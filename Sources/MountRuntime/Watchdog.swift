@@ -18,7 +18,8 @@ final class Watchdog {
   static func start(on loop: EventLoop, notifier: ServiceNotifier) throws(RuntimeError) -> Watchdog?
   {
     var microseconds: UInt64 = 0
-    guard notifier.isEnabled, mountsup_sd_watchdog_enabled(0, &microseconds) > 0, microseconds > 0 else {
+    guard notifier.isEnabled, mountsup_sd_watchdog_enabled(0, &microseconds) > 0, microseconds > 0
+    else {
       return nil
     }
     let watchdog = try Watchdog(microseconds: microseconds, notifier: notifier)
