@@ -144,6 +144,22 @@ import Testing
     "a = 1\n[b]\na = 2\n",
     "[x]\ny.z = 1\n[x.y]\n",
     "a = 00:00:00\nb = 1979-05-27t07:32:00z\n",
+    "a = [1, 'x', 2.5, true, 1979-05-27, [], {}]\n",
+    "[a.b]\n[a]\nb.c = 1\n",
+    "[a]\n[a.b]\n[a]\n",
+    "a = 1979-05-27 # a date\nb=1\nc = 0.0\nd = 1e0\ne = 1E+0\n",
+    "a = \"\\e\"\n",
+    "a = \"\\x41\"\n",
+    "a = \"tab\tinside\" # and\there\n",
+    "a = [\n]\nb = [,]\n",
+    "[[a]]\n[a]\n",
+    "[a]\n[[a]]\n",
+    "a.b = 1\n[a]\n",
+    "[a]\nx.y = 1\n[a.x.z]\n",
+    "a = \"\"\"\n  two\n  lines\"\"\"\nb = 'it''s'\n",
+    "a = 'it''s'\n",
+    "a = 1_000.0_1e1_0\nb = 0e0\nc = -0x1\n",
+    "a = 07\nb = 1979-5-27\n",
   ]
 
   @Test func acceptsAndRefusesWhatTomllibDoes() throws {
