@@ -306,20 +306,26 @@ struct TOMLParser {
 
   private mutating func parseBasicString() throws(TOMLSyntaxError) -> String {
     position += 1
-    var scalars = String.UnicodeScalarView()
+    // Runs of plain text are decoded at once: every delimiter is ASCII, so a run never ends
+    // inside a character.
+    var result = ""
+    var runStart = position
     while true {
       guard let byte = peek() else { throw failure("the string is not closed") }
       switch byte {
       case UInt8(ascii: "\""):
+        result += String(decoding: bytes[runStart..<position], as: UTF8.self)
         position += 1
-        return String(scalars)
+        return result
       case UInt8(ascii: "\\"):
-        scalars.append(try parseEscape())
+        result += String(decoding: bytes[runStart..<position], as: UTF8.self)
+        result.unicodeScalars.append(try parseEscape())
+        runStart = position
       case UInt8(ascii: "\n"), UInt8(ascii: "\r"):
         throw failure("the string is not closed on its line")
       default:
         if isControl(byte) { throw failure("a control character in a string (write it escaped)") }
-        scalars.append(try nextScalar())
+        position += 1
       }
     }
   }
@@ -352,34 +358,43 @@ struct TOMLParser {
     } else if peek() == UInt8(ascii: "\r"), peek(at: 1) == UInt8(ascii: "\n") {
       position += 2
     }
-    var scalars = String.UnicodeScalarView()
+    var result = ""
+    var runStart = position
+    func flush(_ result: inout String, upTo end: Int) {
+      result += String(decoding: bytes[runStart..<end], as: UTF8.self)
+    }
     while true {
       guard let byte = peek() else { throw failure("the multi-line string is not closed") }
       if byte == quote, peek(at: 1) == quote, peek(at: 2) == quote {
         var run = 3
         while peek(at: run) == quote { run += 1 }
         guard run <= 5 else { throw failure("too many quotes at the end of the string") }
-        for _ in 0..<run - 3 { scalars.append(Unicode.Scalar(quote)) }
+        flush(&result, upTo: position + run - 3)
         position += run
-        return String(scalars)
+        return result
       }
       if !literal, byte == UInt8(ascii: "\\") {
+        flush(&result, upTo: position)
         if let skipped = lineEndingBackslash() {
           position = skipped
-          continue
+        } else {
+          result.unicodeScalars.append(try parseEscape())
         }
-        scalars.append(try parseEscape())
+        runStart = position
         continue
       }
       if byte == UInt8(ascii: "\r"), peek(at: 1) == UInt8(ascii: "\n") {
-        scalars.append("\n")
+        // A CRLF line break in the text is a line feed in the value.
+        flush(&result, upTo: position)
+        result += "\n"
         position += 2
+        runStart = position
         continue
       }
       if byte != UInt8(ascii: "\n"), isControl(byte) {
         throw failure("a control character in a string\(literal ? "" : " (write it escaped)")")
       }
-      scalars.append(try nextScalar())
+      position += 1
     }
   }
 
@@ -436,17 +451,6 @@ struct TOMLParser {
     default:
       throw failure("unknown escape \\\(Character(Unicode.Scalar(kind)))", at: start)
     }
-  }
-
-  /// The UTF-8 scalar at the position (the text came from a Swift string: it is valid).
-  private mutating func nextScalar() throws(TOMLSyntaxError) -> Unicode.Scalar {
-    var iterator = bytes[position...].makeIterator()
-    var decoder = UTF8()
-    guard case .scalarValue(let scalar) = decoder.decode(&iterator) else {
-      throw failure("invalid UTF-8")
-    }
-    position += UTF8.width(scalar)
-    return scalar
   }
 
   // MARK: Numbers, dates and times
