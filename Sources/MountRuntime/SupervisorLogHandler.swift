@@ -29,19 +29,36 @@ public struct SupervisorLogHandler: LogHandler {
   }
 
   public func log(event: LogEvent) {
-    let merged = event.metadata.map { metadata.merging($0) { $1 } } ?? metadata
-    if toJournal, Self.sendToJournal(journalFields(event, merged)) { return }
-    var mount = ""
-    if let name = merged["mount"] {
-      mount = merged["pid"].map { "\(name)[\($0)]: " } ?? "\(name): "
+    if toJournal {
+      let merged = event.metadata.map { metadata.merging($0) { $1 } } ?? metadata
+      if Self.sendToJournal(journalFields(event, merged)) { return }
     }
     // journald reads a leading `<N>` on a stream line as the priority, should the native
     // protocol have failed.
-    let prefix =
-      toJournal ? "<\(Self.priority(event.level))>" : "\(event.level.rawValue.uppercased()) "
-    var line = prefix + mount + event.message.description + "\n"
+    var line = toJournal ? "<\(Self.priority(event.level))>" : Self.linePrefix(event.level)
+    // Every start logs a few lines per mount: no merged dictionary, one string.
+    if let name = event.metadata?["mount"] ?? metadata["mount"] {
+      line += "\(name)"
+      if let pid = event.metadata?["pid"] ?? metadata["pid"] { line += "[\(pid)]" }
+      line += ": "
+    }
+    line += event.message.description
+    line += "\n"
     // One write per line, so lines of concurrent writers never interleave.
     _ = line.withUTF8 { write(2, $0.baseAddress, $0.count) }
+  }
+
+  /// `INFO `, `NOTICE `, …: the level as a plain line starts.
+  static func linePrefix(_ level: Logger.Level) -> String {
+    switch level {
+    case .trace: "TRACE "
+    case .debug: "DEBUG "
+    case .info: "INFO "
+    case .notice: "NOTICE "
+    case .warning: "WARNING "
+    case .error: "ERROR "
+    case .critical: "CRITICAL "
+    }
   }
 
   /// The journal fields of one entry, each `NAME=value`.
