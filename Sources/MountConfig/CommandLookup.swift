@@ -34,7 +34,7 @@ public struct CommandLookup: Sendable, Equatable {
 
   /// The directory of this process's executable (`/proc/self/exe`); nil when unknown.
   public static func executableDirectory() -> String? {
-    guard let path = SystemAccess.readLink("/proc/self/exe"), path.hasPrefix("/") else {
+    guard let path = symlinkTarget("/proc/self/exe"), path.hasPrefix("/") else {
       return nil
     }
     let parent = directoryName(of: path)

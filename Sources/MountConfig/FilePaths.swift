@@ -1,3 +1,5 @@
+import Glibc
+
 /// Whether absolute `path` is one of `directories` or lies below one: a walk up its ancestors,
 /// so the cost follows the depth of the path, not the number of directories.
 func isAtOrInside(_ path: String, anyOf directories: Set<String>) -> Bool {
@@ -32,4 +34,12 @@ func cleanedFilePath(_ path: String) -> String {
 func directoryName(of path: String) -> String {
   guard let slash = path.lastIndex(of: "/") else { return "." }
   return slash == path.startIndex ? "/" : String(path[..<slash])
+}
+
+/// The target of a symlink (`/proc/self/exe`, a mountpoint's parent); nil when it cannot be read.
+public func symlinkTarget(_ path: String) -> String? {
+  var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
+  let length = readlink(path, &buffer, buffer.count - 1)
+  guard length > 0 else { return nil }
+  return String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
 }

@@ -77,7 +77,7 @@ struct MountpointResolver {
         knownDirectories.paths.insert(candidatePath)
       case S_IFLNK:
         symlinks += 1
-        guard symlinks <= Self.maximumSymlinks, let target = SystemAccess.readLink(candidatePath)
+        guard symlinks <= Self.maximumSymlinks, let target = symlinkTarget(candidatePath)
         else {
           return symlinks > Self.maximumSymlinks
             ? .failure(.symlinkLoop) : .success(keepingTheRest(candidate))

@@ -120,14 +120,6 @@ enum SystemAccess {
     }
   }
 
-  /// The target of a symlink; nil when it cannot be read.
-  static func readLink(_ path: String) -> String? {
-    var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-    let length = readlink(path, &buffer, buffer.count - 1)
-    guard length > 0 else { return nil }
-    return String(decoding: buffer.prefix(length).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-  }
-
   /// The mountpoints of the FUSE mounts (`fuse`, `fuse.*`, `fuseblk`) in this process's mount
   /// namespace, from `/proc/self/mountinfo`; empty when it cannot be read.
   static func fuseMountpoints() -> Set<String> {

@@ -284,8 +284,7 @@ extension Supervisor {
     logger.debug("upgrade: workers adopted (\(Self.elapsed(since: state.requestedAt)))")
     reconcileMountsAfterUpgrade()
     restartWorkOffTheLoop()
-    let now = MonotonicInstant.now()
-    let took = (Double((now - state.requestedAt).nanosecondsClamped) / 1e5).rounded() / 10
+    let took = Self.milliseconds(since: state.requestedAt)
     logger.notice(
       "upgraded from \(state.fromVersion) to \(MountSupervisorRelease.identity) in \(took) ms, \(counted(state.workers.count, "mount")) kept"
     )

@@ -232,14 +232,6 @@ func wallClockSeconds() -> Double {
   return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
 }
 
-/// Where a symlink points (`/proc/self/exe`), or nil.
-func symlinkTarget(_ path: String) -> String? {
-  var buffer = [CChar](repeating: 0, count: Int(PATH_MAX) + 1)
-  let count = readlink(path, &buffer, buffer.count - 1)
-  guard count >= 0 else { return nil }
-  return String(decoding: buffer[..<count].map { UInt8(bitPattern: $0) }, as: UTF8.self)
-}
-
 extension String {
   /// Without leading and trailing spaces, tabs and line breaks.
   var trimmedWhitespace: String {
