@@ -22,27 +22,6 @@ struct fuse_entry_param;
 #define MWK_O_DIRECT 0200000
 #else
 #define MWK_O_DIRECT 040000
-// MARK: FUSE passthrough (passthrough.c)
-
-/// FUSE_DEV_IOC_BACKING_OPEN on the connection's /dev/fuse `device`: registers the file open
-/// as `fd` (O_PATH will do) as a backing file; its id (> 0), or -errno.
-int32_t mwk_backing_open(int device, int fd);
-
-/// FUSE_DEV_IOC_BACKING_CLOSE: forgets a backing id (open files keep their backing file).
-/// 0 or an errno.
-int mwk_backing_close(int device, int32_t backing_id);
-
-/// fuse_reply_open / fuse_reply_create with FOPEN_PASSTHROUGH and `backing_id` added to the
-/// reply (and FOPEN_KEEP_CACHE removed). Only for sessions routed through the kit.
-int mwk_reply_open_passthrough(struct fuse_req *req, const struct fuse_file_info *info,
-                               int32_t backing_id);
-int mwk_reply_create_passthrough(struct fuse_req *req, const struct fuse_entry_param *entry,
-                                 const struct fuse_file_info *info, int32_t backing_id);
-
-/// Whether this process may register backing files: the kernel asks for CAP_SYS_ADMIN in the
-/// initial user namespace. 1 or 0.
-int mwk_may_register_backing_files(void);
-
 #endif
 #define MWK_RENAME_NOREPLACE 1
 #define MWK_RENAME_EXCHANGE 2
