@@ -8,7 +8,7 @@ func isAtOrInside(_ path: String, anyOf directories: Set<String>) -> Bool {
   var current = Substring(path)
   while !current.isEmpty {
     if directories.contains(String(current)) { return true }
-    guard let slash = current.lastIndex(of: "/") else { break }
+    guard let slash = current.utf8.lastIndex(of: UInt8(ascii: "/")) else { break }
     current = current[..<slash]
   }
   return false
