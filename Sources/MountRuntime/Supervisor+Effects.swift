@@ -258,6 +258,10 @@ extension Supervisor {
   func spawn(_ name: String, attempt: Int, spec: MountSpec, resume: Bool) {
     let id = nextWorkerID
     nextWorkerID += 1
+    // The start timeout counts from before the clone: the worker can do nothing earlier, and the
+    // daemon may be held up (preempted, stopped) between the clone and any later reading of the
+    // clock, which would move the deadline past a READY sent after it.
+    let spawnedAt = MonotonicInstant.now()
     let event: MountMachine.Event
     do throws(RuntimeError) {
       let connection = resume ? heldConnections[name] : nil
@@ -275,7 +279,7 @@ extension Supervisor {
           summary: error.description, errno: error.errno,
           isCertainToRepeat: lasting.contains(error.code)))
     }
-    inbox.append(.mount(name, event, at: .now()))
+    inbox.append(.mount(name, event, at: spawnedAt))
   }
 
   /// The executable of a command, looked up once: a thousand mounts of one program search the

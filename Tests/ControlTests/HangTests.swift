@@ -99,8 +99,12 @@ struct HangTests {
       }
       #expect(aborted(trigger), "\(trigger.errors)")
       // Queued behind the hung request, unless this task was kept waiting past the hang_timeout
-      // (a busy machine): then the new worker served it.
-      #expect(aborted(blocked) || blocked.output == "hello from alpha\n", "\(blocked.errors)")
+      // (a busy machine): then it came after the abort, to the empty mountpoint between the
+      // detach and the new mount, or to the new worker.
+      let cameAfter =
+        blocked.output == "hello from alpha\n"
+        || blocked.errors.contains("No such file or directory")
+      #expect(aborted(blocked) || cameAfter, "\(blocked.errors)")
 
       try await waitFor("alpha ready again with a new worker") {
         let now = try daemon.mount("alpha")
