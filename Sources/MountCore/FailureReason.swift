@@ -15,7 +15,7 @@ public enum FailureReason {
   public static func pick(from outputTail: [String]) -> String? {
     var best: (line: String, score: Int)?
     for raw in outputTail {
-      let line = trimmed(raw)
+      let line = raw.trimmingWhitespace
       guard !line.isEmpty else { continue }
       let score = self.score(line)
       // `>=`: the later of two equally telling lines is closer to the failure.
@@ -66,15 +66,6 @@ public enum FailureReason {
     if score > 0, severities.contains(where: { text.contains(bytes: $0) }) { score += 1 }
     return score
   }
-
-  private static func trimmed(_ line: String) -> String {
-    let bytes = line.utf8
-    let isSpace = { (byte: UInt8) in byte == 0x20 || (byte >= 0x09 && byte <= 0x0D) }
-    guard let first = bytes.firstIndex(where: { !isSpace($0) }),
-      let last = bytes.lastIndex(where: { !isSpace($0) })
-    else { return "" }
-    return String(line[first...last])
-  }
 }
 
 extension [UInt8] {
@@ -90,5 +81,17 @@ extension [UInt8] {
       index += 1
     }
     return false
+  }
+}
+
+extension String {
+  /// Without leading and trailing whitespace (space, tab, line breaks), compared by UTF-8 code
+  /// unit: what a worker or a binary printed, as one line for a message.
+  public var trimmingWhitespace: String {
+    let isSpace = { (byte: UInt8) in byte == 0x20 || (byte >= 0x09 && byte <= 0x0D) }
+    guard let first = utf8.firstIndex(where: { !isSpace($0) }),
+      let last = utf8.lastIndex(where: { !isSpace($0) })
+    else { return "" }
+    return String(self[first...last])
   }
 }

@@ -13,19 +13,9 @@ func inParallel<T: Sendable>(
   var threads: [pthread_t] = []
   for index in parts.indices {
     let job = ParallelJob(index: index, work: parts[index], results: results)
-    let context = Unmanaged.passRetained(ThreadBody(job.run)).toOpaque()
-    var thread = pthread_t()
-    let status = pthread_create(
-      &thread, nil,
-      { context in
-        Unmanaged<ThreadBody>.fromOpaque(context!).takeRetainedValue().body()
-        return nil
-      }, context)
-    if status == 0 {
-      threads.append(thread)
-    } else {
-      Unmanaged<ThreadBody>.fromOpaque(context).release()
-      job.run()
+    switch startThread(job.run, detached: false) {
+    case .success(let thread): threads.append(thread)
+    case .failure: job.run()
     }
   }
   let here = Result { try meanwhile() }
@@ -38,6 +28,42 @@ private final class ParallelResults<T: Sendable>: Sendable {
   let values: Mutex<[Result<T, any Error>?]>
 
   init(count: Int) { values = Mutex(Array(repeating: nil, count: count)) }
+}
+
+/// Runs `body` on a thread of its own that nobody joins (the helpers of the loop: probes,
+/// unmounts, the hang check). Plain pthreads: Foundation's `Thread` alone would bring all of
+/// Foundation into the daemon.
+func startDetachedThread(_ body: @escaping @Sendable () -> Void) throws(RuntimeError) {
+  if case .failure(let code) = startThread(body, detached: true) {
+    throw RuntimeError(.thread, "cannot start a thread", errno: code.rawValue)
+  }
+}
+
+/// `pthread_create` for a Swift closure; the errno on failure.
+private func startThread(_ body: @escaping @Sendable () -> Void, detached: Bool)
+  -> Result<pthread_t, ThreadStartError>
+{
+  let context = Unmanaged.passRetained(ThreadBody(body)).toOpaque()
+  var attributes = pthread_attr_t()
+  pthread_attr_init(&attributes)
+  defer { pthread_attr_destroy(&attributes) }
+  if detached { pthread_attr_setdetachstate(&attributes, Int32(PTHREAD_CREATE_DETACHED)) }
+  var thread = pthread_t()
+  let status = pthread_create(
+    &thread, &attributes,
+    { context in
+      Unmanaged<ThreadBody>.fromOpaque(context!).takeRetainedValue().body()
+      return nil
+    }, context)
+  guard status == 0 else {
+    Unmanaged<ThreadBody>.fromOpaque(context).release()
+    return .failure(ThreadStartError(rawValue: status))
+  }
+  return .success(thread)
+}
+
+private struct ThreadStartError: Error {
+  let rawValue: Int32
 }
 
 /// What a thread runs: the entry point of `pthread_create` cannot be generic.

@@ -119,7 +119,7 @@ extension Supervisor {
     {
       bytes += buffer.prefix(got)
     }
-    let said = String(decoding: bytes, as: UTF8.self).trimmedWhitespace
+    let said = String(decoding: bytes, as: UTF8.self).trimmingWhitespace
     guard code == 0, signal == 0, !said.isEmpty else {
       let status = signal != 0 ? "was killed by signal \(signal)" : "exited with status \(code)"
       let words = said.isEmpty ? "" : ": \(said.split(separator: "\n").last ?? "")"

@@ -160,10 +160,10 @@ public final class Supervisor {
     self.logger = logger
     self.core = core
     resumedState = resuming
-    startedAt = resuming?.startedAt ?? wallClockSeconds()
+    startedAt = resuming?.startedAt ?? MetricsExposition.wallClockNow()
     if let resuming {
       upgrades = resuming.upgrades + 1
-      lastUpgradeAt = wallClockSeconds()
+      lastUpgradeAt = MetricsExposition.wallClockNow()
     }
     executablePath = resuming?.executablePath ?? Self.currentExecutablePath()
     // First, while few descriptors are open: what lies below the slots is copied per spawn.
